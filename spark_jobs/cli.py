@@ -1,0 +1,33 @@
+"""What both job CLIs share: logging to stderr, the JSON metrics line on stdout, clear failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+LOG = logging.getLogger("order_tracking")
+
+
+class OrderLoadError(Exception):
+    """A failure the job explains itself (bad input, reject limit, reconciliation); no traceback needed."""
+
+
+def utc_now() -> datetime:
+    """The current time in UTC, without tzinfo (Spark's TIMESTAMP is an instant shown in the session zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def run_job(job: Callable[[], dict]) -> int:
+    """Run a job; print its metrics as the last stdout line; exit 1 with a readable message on failure."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        metrics = job()
+    except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
+        LOG.error("%s", error)
+        print(json.dumps({"result": "failed", "error": str(error)}), flush=True)
+        return 1
+    print(json.dumps({"result": "succeeded", **metrics}, default=str), flush=True)
+    return 0

@@ -1,0 +1,168 @@
+"""Delta writes: the target MERGE, the insert-if-absent history, the audit record, table creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
+from spark_jobs.tables import last_commit, read_table, sql_string, table_exists, table_sql
+
+# Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
+# instead of rewriting whole files; clustering by key keeps each key range in few files.
+TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+
+AUDIT_FILE = T.StructType(
+    [
+        T.StructField("uri", T.StringType()),
+        T.StructField("size", T.LongType()),
+        T.StructField("generation", T.StringType()),
+        T.StructField("rows", T.LongType()),
+        T.StructField("rows_rejected", T.LongType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("reason", T.StringType()),
+    ]
+)
+AUDIT_SCHEMA = T.StructType(
+    [
+        T.StructField("batch_id", T.StringType()),
+        T.StructField("status", T.StringType()),  # staged, stage_failed, merged
+        T.StructField("error", T.StringType()),
+        T.StructField("files", T.ArrayType(AUDIT_FILE)),
+        *[
+            T.StructField(name, T.LongType())
+            for name in (
+                "rows_read",
+                "rows_rejected",
+                "files_rejected",
+                "rows_collapsed",
+                "rows_staged",
+                "rows_inserted",
+                "rows_updated",
+                "rows_skipped_stale",
+                "rows_unchanged",
+                "history_rows_inserted",
+                "target_version",
+            )
+        ],
+        T.StructField("stage_started_at", T.TimestampType()),
+        T.StructField("stage_finished_at", T.TimestampType()),
+        T.StructField("merge_started_at", T.TimestampType()),
+        T.StructField("merge_finished_at", T.TimestampType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """The smallest and greatest key of a batch; added to MERGE conditions so Delta can skip files."""
+
+    low: str
+    high: str
+
+    def predicate(self, alias: str) -> str:
+        """SQL predicate restricting ``alias``'s key column to the range."""
+        return f"{alias}.{KEY} BETWEEN {sql_string(self.low)} AND {sql_string(self.high)}"
+
+
+def create_table_if_absent(
+    spark: SparkSession, identifier: str, schema: T.StructType, cluster_by: str | None = None
+) -> None:
+    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` if given)."""
+    columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema.fields)
+    clustering = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
+    properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{clustering} "
+        f"TBLPROPERTIES ({properties})"
+    )
+
+
+def merge_latest(spark: SparkSession, latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:
+    """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer."""
+    latest.select(*TARGET_COLUMNS).createOrReplaceTempView("order_tracking_latest")
+    result = spark.sql(
+        f"""
+        MERGE INTO {table_sql(target)} AS t
+        USING order_tracking_latest AS s
+        ON t.{KEY} = s.{KEY} AND {key_range.predicate("t")}
+        WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET *
+        WHEN NOT MATCHED THEN INSERT *
+        """
+    ).collect()[0]
+    return {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
+
+
+def insert_new_history(spark: SparkSession, events: DataFrame, history: str, key_range: KeyRange) -> int:
+    """Append the events whose (key, event time) the history table lacks; return how many."""
+    events.select(*TARGET_COLUMNS).createOrReplaceTempView("order_tracking_events")
+    result = spark.sql(
+        f"""
+        MERGE INTO {table_sql(history)} AS h
+        USING order_tracking_events AS e
+        ON h.{KEY} = e.{KEY} AND h.{EVENT_TIME} = e.{EVENT_TIME} AND {key_range.predicate("h")}
+        WHEN NOT MATCHED THEN INSERT *
+        """
+    ).collect()[0]
+    return int(result["num_inserted_rows"])
+
+
+def compare_with_target(
+    spark: SparkSession, latest: DataFrame, target: str, version: int, key_range: KeyRange
+) -> dict[str, int]:
+    """Count the batch's rows by how they stand against the target at ``version``.
+
+    ``older``: the target holds a newer event (the row was skipped as stale); ``same``: the target
+    holds this very event time (inserted, updated or unchanged); ``missing``: the key is absent,
+    which a correct MERGE never leaves.
+    """
+    current = (
+        read_table(spark, target, version)
+        .where(F.col(KEY).between(key_range.low, key_range.high))
+        .select(KEY, F.col(EVENT_TIME).alias("_target_time"))
+    )
+    joined = latest.select(KEY, EVENT_TIME).join(current, KEY, "left")
+    row = joined.agg(
+        F.count_if(F.col("_target_time") > F.col(EVENT_TIME)).alias("older"),
+        F.count_if(F.col("_target_time") == F.col(EVENT_TIME)).alias("same"),
+        F.count_if(F.col("_target_time").isNull() | (F.col("_target_time") < F.col(EVENT_TIME))).alias("missing"),
+    ).collect()[0]
+    return {name: int(row[name]) for name in ("older", "same", "missing")}
+
+
+def table_version(spark: SparkSession, identifier: str) -> int:
+    """The table's current version."""
+    return int(last_commit(spark, identifier)["version"])
+
+
+def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
+    """The batch's audit record, or None."""
+    if not table_exists(spark, audit):
+        return None
+    rows = read_table(spark, audit).where(F.col("batch_id") == batch_id).collect()
+    return rows[0].asDict(recursive=True) if rows else None
+
+
+def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
+    """Write the batch's audit record, replacing an earlier one of the same batch; absent fields are null."""
+    create_table_if_absent(spark, audit, AUDIT_SCHEMA)
+    full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
+    spark.createDataFrame([full], AUDIT_SCHEMA).createOrReplaceTempView("order_tracking_audit_record")
+    spark.sql(
+        f"""
+        MERGE INTO {table_sql(audit)} AS a
+        USING order_tracking_audit_record AS r
+        ON a.batch_id = r.batch_id
+        WHEN MATCHED THEN UPDATE SET *
+        WHEN NOT MATCHED THEN INSERT *
+        """
+    )
+
+
+def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:
+    """Create the target and history tables, clustered by key, unless they exist."""
+    for identifier in (target, history):
+        create_table_if_absent(spark, identifier, TARGET_SCHEMA, cluster_by=KEY)

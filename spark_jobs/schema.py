@@ -1,0 +1,59 @@
+"""Column names and types of the order-tracking data, as ``CONTRACT.md`` defines them."""
+
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+KEY = "tracking_num"
+EVENT_TIME = "last_update_timestamp"
+
+# Business columns in output order, with the type each becomes after parsing.
+ORDER_COLUMNS: dict[str, T.DataType] = {
+    "order_num": T.LongType(),
+    "tracking_num": T.StringType(),
+    "pck_recieved_date": T.DateType(),
+    "package_deliver_date": T.DateType(),
+    "status": T.StringType(),
+    "address": T.StringType(),
+    "last_update_timestamp": T.TimestampType(),
+}
+REQUIRED_COLUMNS: tuple[str, ...] = ("order_num", "tracking_num", "status", "last_update_timestamp")
+OPTIONAL_DATE_COLUMNS: tuple[str, ...] = ("pck_recieved_date", "package_deliver_date")
+
+# Lineage carried from staging into the target and history tables.
+RESCUED_DATA = "_rescued_data"
+SOURCE_FILE = "_source_file"
+LINE_NUMBER = "_line_number"
+BATCH_ID = "_batch_id"
+INGESTED_AT = "_ingested_at"
+LINEAGE_COLUMNS: dict[str, T.DataType] = {
+    RESCUED_DATA: T.StringType(),
+    SOURCE_FILE: T.StringType(),
+    LINE_NUMBER: T.LongType(),
+    BATCH_ID: T.StringType(),
+    INGESTED_AT: T.TimestampType(),
+}
+
+# Staging only: earlier distinct events of the same key within the batch, and how many rows collapsed.
+SUPERSEDED_EVENTS = "_superseded_events"
+ROWS_COLLAPSED = "_rows_collapsed"
+
+TARGET_SCHEMA = T.StructType(
+    [T.StructField(name, dtype) for name, dtype in {**ORDER_COLUMNS, **LINEAGE_COLUMNS}.items()]
+)
+TARGET_COLUMNS: tuple[str, ...] = tuple(TARGET_SCHEMA.fieldNames())
+
+REJECTS_SCHEMA = T.StructType(
+    [
+        T.StructField("batch_id", T.StringType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("line_number", T.LongType()),
+        T.StructField("raw_record", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("rejected_at", T.TimestampType()),
+    ]
+)
+
+# The widest header a file may have. Files are read with this many string columns so that
+# every file, whatever its header, is parsed in one pass; wider files are rejected whole.
+MAX_COLUMNS = 48

@@ -1,0 +1,240 @@
+"""Stage job: read a batch of CSV files, validate and clean them, write rejects and the staging table.
+
+    python -m spark_jobs.stage_orders --input URI [--input URI ...] | --manifest URI \
+        --batch-id ID --staging-table T --rejects-table T [--max-reject-fraction 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from urllib.parse import unquote
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
+from spark_jobs.extract import read_manifest, read_raw_records
+from spark_jobs.load import upsert_audit
+from spark_jobs.schema import BATCH_ID, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
+from spark_jobs.tables import check_batch_id, read_table, replace_batch
+from spark_jobs.transform import (
+    FILE_ERROR,
+    RECORDS,
+    REJECT_REASONS,
+    collapse_to_latest,
+    file_headers,
+    parse_orders,
+    rejected_files,
+    rejected_rows,
+    valid_rows,
+)
+
+DEFAULT_MAX_REJECT_FRACTION = 0.1
+TOP_REASONS = 3
+
+
+def persist_if_supported(df: DataFrame) -> DataFrame:
+    """Cache the scan so the input is read once; serverless compute refuses caching, and then it is read again."""
+    try:
+        return df.persist(StorageLevel.MEMORY_AND_DISK)
+    except Exception as error:  # noqa: BLE001 - the refusal's error class differs across runtimes
+        LOG.warning("cannot cache the input scan (%s); it will be read more than once", error)
+        return df
+
+
+def source_key(path: str) -> str:
+    """A file's path as both an input URI and Spark's ``_metadata.file_path`` reduce to (decoded, no ``file:``)."""
+    decoded = unquote(path)
+    for prefix in ("file://", "file:"):
+        if decoded.startswith(prefix):
+            return decoded[len(prefix) :]
+    return decoded
+
+
+def file_summaries(inputs: list[dict], headers: DataFrame, parsed: DataFrame) -> list[dict]:
+    """Per input file: size, generation, data rows, rejected rows, and whether the file loaded."""
+    header_rows = {
+        source_key(row[SOURCE_FILE]): row for row in headers.select(SOURCE_FILE, FILE_ERROR, RECORDS).collect()
+    }
+    counts = {
+        source_key(row[SOURCE_FILE]): row
+        for row in parsed.groupBy(SOURCE_FILE)
+        .agg(F.count("*").alias("rows"), F.count_if(F.size(REJECT_REASONS) > 0).alias("rows_rejected"))
+        .collect()
+    }
+    summaries = []
+    for item in inputs:
+        key = source_key(item["uri"])
+        header = header_rows.get(key)  # None for a zero-byte file
+        error = header[FILE_ERROR] if header else None
+        count = counts.get(key)
+        summaries.append(
+            {
+                "uri": item["uri"],
+                "size": item.get("size"),
+                "generation": None if item.get("generation") is None else str(item["generation"]),
+                "rows": header[RECORDS] - 1 if header else 0,
+                "rows_rejected": count["rows_rejected"] if count else 0,
+                "status": "rejected" if error else "loaded",
+                "reason": error,
+            }
+        )
+    return summaries
+
+
+def top_reject_reasons(spark: SparkSession, rejects_table: str, batch_id: str) -> list[dict]:
+    """The most frequent reject reasons of a batch, most frequent first."""
+    rows = (
+        read_table(spark, rejects_table)
+        .where(F.col("batch_id") == batch_id)
+        .select(F.explode(F.split("reason", "; ")).alias("reason"))
+        .groupBy("reason")
+        .count()
+        .orderBy(F.desc("count"), "reason")
+        .limit(TOP_REASONS)
+        .collect()
+    )
+    return [{"reason": row["reason"], "count": row["count"]} for row in rows]
+
+
+def stage_orders(
+    spark: SparkSession,
+    inputs: list[dict],
+    batch_id: str,
+    staging_table: str,
+    rejects_table: str,
+    max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
+    audit_table: str | None = None,
+) -> dict:
+    """Stage one batch: rejects first, then the reject-limit check, then the staging rows. Returns metrics.
+
+    With ``audit_table``, the batch's audit record gets the stage's figures (status ``staged`` or
+    ``stage_failed``), which the merge job completes.
+    """
+    check_batch_id(batch_id)
+    if not inputs:
+        raise OrderLoadError("no input files: pass --input or a manifest that lists files")
+    started_at = utc_now()
+    raw = persist_if_supported(read_raw_records(spark, [item["uri"] for item in inputs]))
+    try:
+        headers = file_headers(raw)
+        parsed = parse_orders(raw, headers)
+        files = file_summaries(inputs, headers, parsed)
+        rows_read = sum(f["rows"] for f in files if f["status"] == "loaded")
+        rows_rejected = sum(f["rows_rejected"] for f in files)
+        for item in files:
+            if item["status"] == "rejected":
+                LOG.warning("file %s rejected whole: %s", item["uri"], item["reason"])
+
+        rejects = rejected_rows(parsed, batch_id, started_at).unionByName(rejected_files(headers, batch_id, started_at))
+        replace_batch(
+            rejects.select(*REJECTS_SCHEMA.fieldNames()),
+            rejects_table,
+            "batch_id",
+            batch_id,
+            json.dumps({"batch_id": batch_id}),
+        )
+        reasons = (
+            top_reject_reasons(spark, rejects_table, batch_id)
+            if rows_rejected or any(f["reason"] for f in files)
+            else []
+        )
+        record = {
+            "batch_id": batch_id,
+            "files": files,
+            "rows_read": rows_read,
+            "rows_rejected": rows_rejected,
+            "files_rejected": sum(f["status"] == "rejected" for f in files),
+            "stage_started_at": started_at,
+        }
+        fraction = rows_rejected / rows_read if rows_read else 0.0
+        if fraction > max_reject_fraction:
+            worst = "; ".join(f"{r['reason']} ({r['count']})" for r in reasons)
+            error = (
+                f"batch {batch_id}: {rows_rejected} of {rows_read} rows rejected ({fraction:.1%}), above the limit "
+                f"of {max_reject_fraction:.1%}. Worst reasons: {worst}. The rejects are in {rejects_table}."
+            )
+            if audit_table:
+                upsert_audit(
+                    spark,
+                    {**record, "status": "stage_failed", "error": error, "stage_finished_at": utc_now()},
+                    audit_table,
+                )
+            raise OrderLoadError(error)
+
+        staged = collapse_to_latest(valid_rows(parsed, batch_id, started_at))
+        replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
+    finally:
+        raw.unpersist()
+
+    totals = (
+        read_table(spark, staging_table)
+        .where(F.col(BATCH_ID) == batch_id)
+        .agg(F.count("*").alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
+        .collect()[0]
+    )
+    record.update(
+        status="staged",
+        rows_staged=int(totals["staged"]),
+        rows_collapsed=int(totals["collapsed"]),
+        stage_finished_at=utc_now(),
+    )
+    if rows_read != record["rows_staged"] + rows_rejected + record["rows_collapsed"]:
+        raise OrderLoadError(f"batch {batch_id}: counts do not reconcile: {record}")
+    if audit_table:
+        upsert_audit(spark, record, audit_table)
+    LOG.info(
+        "staged batch %s: %d files, %d rows read, %d rejected, %d collapsed, %d staged",
+        batch_id,
+        len(files),
+        rows_read,
+        rows_rejected,
+        record["rows_collapsed"],
+        record["rows_staged"],
+    )
+    return {**record, "top_reject_reasons": reasons}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the stage job's command line."""
+    parser = argparse.ArgumentParser(prog="stage_orders", description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", action="append", help="a CSV file URI; repeat for more")
+    source.add_argument("--manifest", help="URI of a JSON manifest listing the batch's files")
+    parser.add_argument("--batch-id", required=True)
+    parser.add_argument("--staging-table", required=True)
+    parser.add_argument("--rejects-table", required=True)
+    parser.add_argument("--max-reject-fraction", type=float, default=DEFAULT_MAX_REJECT_FRACTION)
+    parser.add_argument(
+        "--audit-table", help="record the stage's figures in this audit table (the merge completes them)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    def job() -> dict:
+        from spark_jobs.session import get_spark
+
+        spark = get_spark("stage_orders")
+        inputs = [{"uri": uri} for uri in args.input] if args.input else read_manifest(spark, args.manifest)["files"]
+        return stage_orders(
+            spark,
+            inputs,
+            args.batch_id,
+            args.staging_table,
+            args.rejects_table,
+            args.max_reject_fraction,
+            args.audit_table,
+        )
+
+    return run_job(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Shared fixtures: one local Spark session with Delta, the seed files, and table paths under tmp_path."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+# Spark shows TIMESTAMP values in the session zone and PySpark converts them in the process zone: use UTC.
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_DIR = REPO / "tests" / "data" / "seed"
+SEED_FILES = sorted(SEED_DIR.glob("order_tracking_*.csv"))
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator:
+    """The one SparkSession of the test run: local, Delta-enabled, one shuffle partition."""
+    os.environ.setdefault("ORDER_TRACKING_SPARK_MASTER", "local[2]")
+    os.environ.setdefault("ORDER_TRACKING_SHUFFLE_PARTITIONS", "1")
+    from spark_jobs.session import build_local_session
+
+    session = build_local_session("order-tracking-tests")
+    yield session
+    session.stop()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Path-based Delta tables of one test."""
+
+    staging: str
+    rejects: str
+    target: str
+    history: str
+    audit: str
+
+
+@pytest.fixture
+def tables(tmp_path: Path) -> Tables:
+    """Fresh path-based table locations under tmp_path."""
+    return Tables(*(str(tmp_path / "tables" / name) for name in ("staging", "rejects", "target", "history", "audit")))
+
+
+def seed_rows() -> list[dict]:
+    """Every data row of the seed files, parsed in plain Python, with its file and line number."""
+    rows = []
+    for path in SEED_FILES:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, record in enumerate(csv.DictReader(handle), start=2):
+                rows.append({**record, "_file": path.name, "_line": line})
+    return rows
+
+
+def expected_latest() -> dict[str, dict]:
+    """The contract's answer for the seed data: per key, the greatest (timestamp, file, line)."""
+    latest: dict[str, dict] = {}
+    for row in seed_rows():
+        rank = (row["last_update_timestamp"], row["_file"], row["_line"])
+        current = latest.get(row["tracking_num"])
+        if current is None or rank > (current["last_update_timestamp"], current["_file"], current["_line"]):
+            latest[row["tracking_num"]] = row
+    return latest
+
+
+def typed_business_row(row: dict) -> tuple:
+    """A seed row as the target's business columns, typed."""
+
+    def day(text: str):
+        return datetime.strptime(text, "%Y-%m-%d").date() if text else None
+
+    return (
+        int(row["order_num"]),
+        row["tracking_num"],
+        day(row["pck_recieved_date"]),
+        day(row["package_deliver_date"]),
+        row["status"],
+        row["address"] or None,
+        datetime.strptime(row["last_update_timestamp"], "%Y-%m-%d %H:%M:%S"),
+    )

@@ -1,0 +1,44 @@
+"""Running the jobs in-process on the test session, and reading their tables back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_jobs.merge_orders import merge_orders
+from spark_jobs.schema import ORDER_COLUMNS
+from spark_jobs.stage_orders import stage_orders
+from tests.conftest import Tables
+
+BUSINESS = list(ORDER_COLUMNS)
+
+
+def load_batch(
+    spark: SparkSession, tables: Tables, files: list[Path], batch_id: str, max_reject_fraction: float = 0.1
+) -> tuple[dict, dict]:
+    """Stage then merge one batch of local files; return both jobs' metrics."""
+    staged = stage_orders(
+        spark,
+        [{"uri": str(path)} for path in files],
+        batch_id,
+        tables.staging,
+        tables.rejects,
+        max_reject_fraction,
+        tables.audit,
+    )
+    merged = merge_orders(spark, batch_id, tables.staging, tables.target, tables.history, tables.audit)
+    return staged, merged
+
+
+def read(spark: SparkSession, path: str) -> DataFrame:
+    """A path-based Delta table."""
+    return spark.read.format("delta").load(path)
+
+
+def write_csv(directory: Path, name: str, text: str | bytes) -> Path:
+    """Write a CSV file byte for byte (no newline translation)."""
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
