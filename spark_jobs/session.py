@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 LOCAL_MASTER_ENV = "ORDER_TRACKING_SPARK_MASTER"  # default local[*]
 SHUFFLE_PARTITIONS_ENV = "ORDER_TRACKING_SHUFFLE_PARTITIONS"  # default 4
-EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated local jars, e.g. the GCS connector
-GCS_ENDPOINT_ENV = "ORDER_TRACKING_GCS_ENDPOINT"  # e.g. http://127.0.0.1:4443 for an emulator
+EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated jars; default: the repo's .jars/ (make jars)
+GCS_ENDPOINT_ENV = "ORDER_TRACKING_GCS_ENDPOINT"  # default: STORAGE_EMULATOR_HOST, e.g. http://127.0.0.1:4443
+LOCAL_JARS_DIR = Path(__file__).resolve().parents[1] / ".jars"
 
 
 def get_spark(app_name: str = "order-tracking") -> SparkSession:
@@ -30,6 +32,8 @@ def build_local_session(app_name: str) -> SparkSession:
         SparkSession.builder.appName(app_name)
         .master(os.environ.get(LOCAL_MASTER_ENV, "local[*]"))
         .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", os.environ.get(SHUFFLE_PARTITIONS_ENV, "4"))
         .config("spark.sql.session.timeZone", "UTC")
@@ -39,16 +43,18 @@ def build_local_session(app_name: str) -> SparkSession:
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
-    extra_jars = os.environ.get(EXTRA_JARS_ENV, "")
+    extra_jars = os.environ.get(EXTRA_JARS_ENV) or ",".join(str(jar) for jar in sorted(LOCAL_JARS_DIR.glob("*.jar")))
     if extra_jars:
         builder = builder.config("spark.jars", extra_jars)
-    gcs_endpoint = os.environ.get(GCS_ENDPOINT_ENV, "")
+    gcs_endpoint = os.environ.get(GCS_ENDPOINT_ENV) or os.environ.get("STORAGE_EMULATOR_HOST", "")
     if gcs_endpoint:
         # The shaded Hadoop GCS connector, pointed at an emulator with no authentication.
         builder = (
             builder.config("spark.hadoop.fs.gs.impl", "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem")
             .config("spark.hadoop.fs.gs.storage.root.url", gcs_endpoint)
             .config("spark.hadoop.fs.gs.auth.type", "UNAUTHENTICATED")
+            # Hadoop 3.5's core-default.xml says "64m", which this connector cannot parse.
+            .config("spark.hadoop.fs.gs.block.size", str(64 * 1024 * 1024))
         )
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN"))

@@ -1,0 +1,180 @@
+"""The GCS side of a run: wait for files, list them into a manifest, archive exactly what was loaded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
+from airflow.providers.google.cloud.hooks.gcs import GCSHook
+from airflow.providers.google.cloud.sensors.gcs import GCSObjectsWithPrefixExistenceSensor
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferralTimeout
+from google.api_core.exceptions import NotFound, PreconditionFailed
+
+from order_tracking_load.settings import LoadSettings
+
+LOG = logging.getLogger(__name__)
+REPLAY_RUN_TYPES = ("backfill",)
+_UNSAFE = re.compile(r"[^\w.:+@=-]")
+
+
+class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
+    """Deferrable prefix sensor: a timeout skips the run (nothing arrived); any error fails it.
+
+    The stock ``soft_fail`` would also turn an unreachable GCS into a skip, hiding an outage. The prefix
+    is the run's source: the input prefix, or the archive of its date for a replay.
+    """
+
+    def __init__(self, *, settings: LoadSettings, **kwargs: Any) -> None:
+        super().__init__(
+            bucket=settings.bucket,
+            prefix=settings.input_prefix,
+            google_cloud_conn_id=settings.gcp_conn_id,
+            deferrable=True,
+            timeout=settings.sensor_timeout.total_seconds(),
+            poke_interval=settings.poke_interval.total_seconds(),
+            **kwargs,
+        )
+        self.settings = settings
+
+    def execute(self, context: Context) -> Any:
+        self.prefix = source_prefix(context, self.settings)
+        return super().execute(context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (AirflowSensorTimeout, TaskDeferralTimeout) as timeout:
+            raise AirflowSkipException(f"no new files under gs://{self.bucket}/{self.prefix}: {timeout}") from timeout
+
+
+def batch_date(context: Context) -> str:
+    """The date a run loads for: its logical date, or for a run without one (Airflow 3 manual runs) its run-after."""
+    params = context["params"]
+    if params.get("replay_date"):
+        return str(params["replay_date"])
+    dag_run = context["dag_run"]
+    moment: datetime = dag_run.logical_date or dag_run.run_after
+    return moment.strftime("%Y-%m-%d")
+
+
+def is_replay(context: Context) -> bool:
+    """A backfill run, or a manual run given ``replay_date``, reloads the archived files of its date."""
+    return bool(context["params"].get("replay_date")) or str(context["dag_run"].run_type) in REPLAY_RUN_TYPES
+
+
+def source_prefix(context: Context, settings: LoadSettings) -> str:
+    """Where a run's files are: the input prefix, or the archive of its date when it is a replay."""
+    if is_replay(context):
+        return f"{settings.archive_prefix}{batch_date(context)}/"
+    return settings.input_prefix
+
+
+def batch_key(run_id: str) -> str:
+    """The run id made safe for object names and batch ids."""
+    return _UNSAFE.sub("_", run_id)[:200]
+
+
+def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
+    """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
+    hook = GCSHook(gcp_conn_id=settings.gcp_conn_id)
+    bucket = hook.get_conn().bucket(settings.bucket)
+    prefix = source_prefix(context, settings)
+    blobs = list(bucket.list_blobs(prefix=prefix))
+    files = [
+        {
+            "uri": f"gs://{settings.bucket}/{blob.name}",
+            "name": blob.name,
+            "generation": blob.generation,
+            "size": blob.size,
+        }
+        for blob in sorted(blobs, key=lambda blob: blob.name)
+        if blob.name.lower().endswith(".csv")
+    ]
+    ignored = sorted(
+        blob.name for blob in blobs if not blob.name.lower().endswith(".csv") and not blob.name.endswith("/")
+    )
+    for name in ignored:
+        LOG.warning("left alone (not a .csv file): gs://%s/%s", settings.bucket, name)
+    if not files:
+        raise AirflowSkipException(f"no .csv objects under gs://{settings.bucket}/{prefix}")
+
+    key = batch_key(context["run_id"])
+    manifest = {
+        "batch_id": key,
+        "run_id": context["run_id"],
+        "batch_date": batch_date(context),
+        "replay": is_replay(context),
+        "source_prefix": prefix,
+        "files": files,
+    }
+    manifest_name = f"{settings.manifest_prefix}{key}.json"
+    # One upload: GCS makes the object appear whole or not at all, so no partial manifest can exist.
+    bucket.blob(manifest_name).upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
+    LOG.info(
+        "manifest gs://%s/%s lists %d files (%d bytes) from gs://%s/%s",
+        settings.bucket,
+        manifest_name,
+        len(files),
+        sum(f["size"] or 0 for f in files),
+        settings.bucket,
+        prefix,
+    )
+    return {**manifest, "manifest_uri": f"gs://{settings.bucket}/{manifest_name}"}
+
+
+def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
+    """Move exactly the manifest's objects: loaded ones to the archive, files rejected whole to rejected/."""
+    if listing["replay"]:
+        LOG.info("replay of archived files: nothing to move")
+        return {"archived": [], "rejected": [], "left_in_input": []}
+    outcome_by_uri = {item["uri"]: item for item in stage_result["files"]}
+    bucket = GCSHook(gcp_conn_id=settings.gcp_conn_id).get_conn().bucket(settings.bucket)
+    moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": []}
+    for item in listing["files"]:
+        outcome = outcome_by_uri.get(item["uri"])
+        if outcome is None:
+            raise AirflowException(f"stage reported nothing about {item['uri']}; not archiving it")
+        relative = item["name"][len(listing["source_prefix"]) :]
+        if outcome["status"] == "rejected":
+            destination = f"{settings.rejected_prefix}{listing['batch_date']}/{listing['batch_id']}/{relative}"
+            LOG.warning("%s was rejected whole (%s): moving it to %s", item["uri"], outcome["reason"], destination)
+            kind = "rejected"
+        else:
+            destination = f"{settings.archive_prefix}{listing['batch_date']}/{listing['batch_id']}/{relative}"
+            kind = "archived"
+        if _move(bucket, item["name"], int(item["generation"]), destination):
+            moved[kind].append(destination)
+        else:
+            moved["left_in_input"].append(item["name"])
+    LOG.info(
+        "archived %d, rejected %d, left in input %d",
+        len(moved["archived"]),
+        len(moved["rejected"]),
+        len(moved["left_in_input"]),
+    )
+    return moved
+
+
+def _move(bucket: Any, name: str, generation: int, destination: str) -> bool:
+    """Move one object version; False when the object changed after listing (it stays for the next run)."""
+    current = bucket.get_blob(name)
+    if current is None:
+        if bucket.get_blob(destination) is not None:
+            return True  # moved by an earlier try of this task
+        raise AirflowException(f"gs://{bucket.name}/{name} vanished before it was archived")
+    if current.generation != generation:
+        LOG.warning("gs://%s/%s changed after it was listed; left for the next run", bucket.name, name)
+        return False
+    bucket.copy_blob(current, bucket, destination, source_generation=generation)
+    try:
+        bucket.delete_blob(name, if_generation_match=generation)
+    except PreconditionFailed:
+        LOG.warning("gs://%s/%s was replaced while archiving; the new version stays", bucket.name, name)
+    except NotFound:
+        pass
+    return True

@@ -1,0 +1,83 @@
+"""The one place that turns (job, parameters) into a Spark run spec: a Databricks ``runs/submit`` payload.
+
+Both backends execute this spec: Databricks runs it on its compute; the local backend calls the same
+wheel entry point with the same named parameters on local Spark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from order_tracking_load.settings import LoadSettings
+
+PACKAGE_NAME = "order_tracking_spark_jobs"
+ENTRY_POINTS = {"stage_orders": "stage-orders", "merge_orders": "merge-orders"}
+ENVIRONMENT_KEY = "order_tracking_jobs"
+
+
+def build_run_spec(job: str, parameters: dict[str, str], settings: LoadSettings) -> dict:
+    """The runs/submit payload of one job: a python_wheel_task with named parameters, on the configured compute."""
+    if job not in ENTRY_POINTS:
+        raise ValueError(f"unknown job {job!r}; expected one of {sorted(ENTRY_POINTS)}")
+    task: dict = {
+        "task_key": job,
+        "python_wheel_task": {
+            "package_name": PACKAGE_NAME,
+            "entry_point": ENTRY_POINTS[job],
+            # Named (not positional) parameters: the provider would otherwise inject the DAG params here.
+            "named_parameters": dict(parameters),
+        },
+    }
+    spec: dict = {"run_name": f"order_tracking.{job}", "tasks": [task]}
+    if settings.compute == "serverless":
+        task["environment_key"] = ENVIRONMENT_KEY
+        spec["environments"] = [
+            {"environment_key": ENVIRONMENT_KEY, "spec": {"client": "2", "dependencies": [settings.wheel_uri]}}
+        ]
+    elif settings.compute == "existing_cluster":
+        task["existing_cluster_id"] = settings.cluster_id
+        task["libraries"] = [{"whl": settings.wheel_uri}]
+    else:
+        task["new_cluster"] = settings.new_cluster
+        task["libraries"] = [{"whl": settings.wheel_uri}]
+    return spec
+
+
+def _listing(field: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='list_new_files')['" + field + "'] }}"
+
+
+def stage_parameters(settings: LoadSettings) -> dict[str, str]:
+    """The stage job's named parameters; per-run values are templates rendered when the task runs."""
+    return {
+        "manifest": _listing("manifest_uri"),
+        "batch-id": _listing("batch_id"),
+        "staging-table": settings.tables.staging,
+        "rejects-table": settings.tables.rejects,
+        "audit-table": settings.tables.audit,
+        "max-reject-fraction": "{{ params.max_reject_fraction }}",
+    }
+
+
+def merge_parameters(settings: LoadSettings) -> dict[str, str]:
+    """The merge job's named parameters."""
+    return {
+        "batch-id": _listing("batch_id"),
+        "staging-table": settings.tables.staging,
+        "target-table": settings.tables.target,
+        "history-table": settings.tables.history,
+        "audit-table": settings.tables.audit,
+    }
+
+
+def command_line(spec: dict) -> tuple[str, list[str]]:
+    """The entry point and argv that a spec's single task runs (how Databricks calls a wheel entry point)."""
+    (task,) = spec["tasks"]
+    wheel_task = task["python_wheel_task"]
+    argv = [f"--{name}={value}" for name, value in wheel_task["named_parameters"].items()]
+    return wheel_task["entry_point"], argv
+
+
+def idempotency_token(dag_id: str, run_id: str, task_id: str, clear_number: int = 0) -> str:
+    """A 64-character token: the same for every retry of a task in a DAG run, new when the run is cleared."""
+    return hashlib.sha256(f"{dag_id}\x1f{run_id}\x1f{task_id}\x1f{clear_number}".encode()).hexdigest()

@@ -1,0 +1,160 @@
+"""Per-environment settings, read from documented ``ORDER_TRACKING_*`` environment variables.
+
+Credentials are never settings: they live in the Airflow connections named here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ("databricks", "local")
+COMPUTE_KINDS = ("serverless", "existing_cluster", "new_cluster")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, its default and what it controls."""
+
+    env: str
+    default: str
+    help: str
+
+    def read(self) -> str:
+        """The variable's value, or its default."""
+        return os.environ.get(self.env, self.default)
+
+
+# Every knob, in the order the README's configuration table lists them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ORDER_TRACKING_BUCKET", "order-tracking", "GCS bucket that receives the CSV files"),
+    Setting("ORDER_TRACKING_INPUT_PREFIX", "input/", "prefix where new CSV files land"),
+    Setting("ORDER_TRACKING_ARCHIVE_PREFIX", "archive/", "loaded files move to <prefix><date>/<run>/"),
+    Setting("ORDER_TRACKING_REJECTED_PREFIX", "rejected/", "files rejected whole move to <prefix><date>/<run>/"),
+    Setting("ORDER_TRACKING_MANIFEST_PREFIX", "manifests/", "one JSON manifest per run: the exact objects loaded"),
+    Setting("ORDER_TRACKING_SCHEDULE", "@hourly", "cron or preset; 'none' for manual and backfill runs only"),
+    Setting("ORDER_TRACKING_SPARK_BACKEND", "databricks", "'databricks' submits the run spec; 'local' runs it here"),
+    Setting("ORDER_TRACKING_GCP_CONN_ID", "google_cloud_default", "Airflow connection for GCS"),
+    Setting("ORDER_TRACKING_DATABRICKS_CONN_ID", "databricks_default", "Airflow connection for Databricks"),
+    Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "serverless, existing_cluster or new_cluster"),
+    Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is existing_cluster"),
+    Setting("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", "", "JSON cluster spec when compute is new_cluster"),
+    Setting(
+        "ORDER_TRACKING_WHEEL_URI",
+        "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
+        "where Databricks finds the jobs' wheel (UC volume or gs:// path)",
+    ),
+    Setting("ORDER_TRACKING_TABLE_NAMESPACE", "main.order_tracking", "catalog.schema of the tables (databricks)"),
+    Setting("ORDER_TRACKING_LOCAL_TABLE_ROOT", str(REPO_ROOT / ".local" / "tables"), "folder of the tables (local)"),
+    Setting("ORDER_TRACKING_MAX_REJECT_FRACTION", "0.1", "stage fails when more of a batch's rows are rejected"),
+    Setting("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS", "3000", "how long the sensor waits before the run is skipped"),
+    Setting("ORDER_TRACKING_SENSOR_POKE_SECONDS", "60", "how often the deferred sensor lists the input prefix"),
+    Setting("ORDER_TRACKING_RETRIES", "3", "task retries (exponential backoff from the retry delay)"),
+    Setting("ORDER_TRACKING_RETRY_DELAY_SECONDS", "60", "first retry delay"),
+    Setting("ORDER_TRACKING_TASK_TIMEOUT_MINUTES", "120", "execution timeout of each task"),
+)
+_BY_ENV = {setting.env: setting for setting in SETTINGS}
+
+TABLE_NAMES = {
+    "staging": "orders_staging",
+    "rejects": "orders_rejects",
+    "target": "orders",
+    "history": "orders_history",
+    "audit": "orders_load_audit",
+}
+
+
+def _value(env: str) -> str:
+    return _BY_ENV[env].read()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The five tables, as the jobs' ``T`` identifiers (catalog names or paths)."""
+
+    staging: str
+    rejects: str
+    target: str
+    history: str
+    audit: str
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Everything the DAG needs to know about its environment."""
+
+    bucket: str
+    input_prefix: str
+    archive_prefix: str
+    rejected_prefix: str
+    manifest_prefix: str
+    schedule: str | None
+    backend: str
+    gcp_conn_id: str
+    databricks_conn_id: str
+    compute: str
+    cluster_id: str
+    new_cluster: dict
+    wheel_uri: str
+    tables: Tables
+    max_reject_fraction: float
+    sensor_timeout: timedelta
+    poke_interval: timedelta
+    retries: int
+    retry_delay: timedelta
+    task_timeout: timedelta
+
+
+def load_settings() -> LoadSettings:
+    """Read the settings from the environment, failing early and clearly on a bad value."""
+    backend = _value("ORDER_TRACKING_SPARK_BACKEND")
+    if backend not in BACKENDS:
+        raise ValueError(f"ORDER_TRACKING_SPARK_BACKEND must be one of {BACKENDS}, not {backend!r}")
+    compute = _value("ORDER_TRACKING_DATABRICKS_COMPUTE")
+    if compute not in COMPUTE_KINDS:
+        raise ValueError(f"ORDER_TRACKING_DATABRICKS_COMPUTE must be one of {COMPUTE_KINDS}, not {compute!r}")
+    new_cluster_text = _value("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER")
+    new_cluster = json.loads(new_cluster_text) if new_cluster_text else {}
+    if backend == "databricks" and compute == "existing_cluster" and not _value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"):
+        raise ValueError("ORDER_TRACKING_DATABRICKS_CLUSTER_ID is required when compute is existing_cluster")
+    if backend == "databricks" and compute == "new_cluster" and not new_cluster:
+        raise ValueError("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER (a JSON cluster spec) is required for new_cluster")
+
+    if backend == "local":
+        root = _value("ORDER_TRACKING_LOCAL_TABLE_ROOT").rstrip("/")
+        tables = Tables(**{role: f"{root}/{name}" for role, name in TABLE_NAMES.items()})
+    else:
+        namespace = _value("ORDER_TRACKING_TABLE_NAMESPACE")
+        tables = Tables(**{role: f"{namespace}.{name}" for role, name in TABLE_NAMES.items()})
+    schedule = _value("ORDER_TRACKING_SCHEDULE")
+    return LoadSettings(
+        bucket=_value("ORDER_TRACKING_BUCKET"),
+        input_prefix=_prefix(_value("ORDER_TRACKING_INPUT_PREFIX")),
+        archive_prefix=_prefix(_value("ORDER_TRACKING_ARCHIVE_PREFIX")),
+        rejected_prefix=_prefix(_value("ORDER_TRACKING_REJECTED_PREFIX")),
+        manifest_prefix=_prefix(_value("ORDER_TRACKING_MANIFEST_PREFIX")),
+        schedule=None if schedule.lower() in ("", "none") else schedule,
+        backend=backend,
+        gcp_conn_id=_value("ORDER_TRACKING_GCP_CONN_ID"),
+        databricks_conn_id=_value("ORDER_TRACKING_DATABRICKS_CONN_ID"),
+        compute=compute,
+        cluster_id=_value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"),
+        new_cluster=new_cluster,
+        wheel_uri=_value("ORDER_TRACKING_WHEEL_URI"),
+        tables=tables,
+        max_reject_fraction=float(_value("ORDER_TRACKING_MAX_REJECT_FRACTION")),
+        sensor_timeout=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS"))),
+        poke_interval=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_POKE_SECONDS"))),
+        retries=int(_value("ORDER_TRACKING_RETRIES")),
+        retry_delay=timedelta(seconds=float(_value("ORDER_TRACKING_RETRY_DELAY_SECONDS"))),
+        task_timeout=timedelta(minutes=float(_value("ORDER_TRACKING_TASK_TIMEOUT_MINUTES"))),
+    )
+
+
+def _prefix(value: str) -> str:
+    """A GCS prefix with exactly one trailing slash (none at the start)."""
+    return value.strip("/") + "/"
