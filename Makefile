@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+JARS_STAMP := .jars/.copied
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint format clean
+.PHONY: venv jars test lint format wheel demo compose-check bench bench-smoke clean
 
 venv: $(STAMP)
 
@@ -16,7 +17,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-test: venv ## run the whole test suite
+# The shaded GCS connector for local Spark (Delta's jars come from delta-spark's pip helper at first start).
+jars: $(JARS_STAMP)
+
+$(JARS_STAMP): jars/pom.xml
+	@command -v mvn >/dev/null || { echo "make jars needs Maven (mvn) and Java 17"; exit 1; }
+	mvn --quiet --batch-mode -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars
+	@touch $(JARS_STAMP)
+
+test: venv jars ## the whole suite: Spark jobs, DAG (local and Databricks stand-in), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules) and the formatter's check
@@ -26,6 +35,18 @@ lint: venv ## ruff (with Airflow's AIR rules) and the formatter's check
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+wheel: venv ## dist/order_tracking_spark_jobs-*.whl, with the stage-orders and merge-orders entry points
+	rm -rf dist build
+	$(PY) -m build --wheel --outdir dist . >/dev/null
+	@ls dist/*.whl
+
+demo: venv jars ## the whole DAG, offline, on the seed data (GCS emulator, local Spark, airflow dags test)
+	$(PY) scripts/demo.py
+
+compose-check: venv ## docker-compose.yaml against the Compose spec; the image tag against requirements.txt
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml
+	$(PY) scripts/check_image_version.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .local

@@ -24,7 +24,7 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
     return build_local_session(app_name)
 
 
-def build_local_session(app_name: str) -> SparkSession:
+def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None) -> SparkSession:
     """Build a local session: Delta via delta-spark's pip helper, UI off, few shuffle partitions."""
     from delta import configure_spark_with_delta_pip
 
@@ -56,6 +56,8 @@ def build_local_session(app_name: str) -> SparkSession:
             # Hadoop 3.5's core-default.xml says "64m", which this connector cannot parse.
             .config("spark.hadoop.fs.gs.block.size", str(64 * 1024 * 1024))
         )
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN"))
     return spark

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +17,27 @@ import pytest
 # Spark shows TIMESTAMP values in the session zone and PySpark converts them in the process zone: use UTC.
 os.environ["TZ"] = "UTC"
 time.tzset()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Set before Airflow or Spark is imported: a throw-away AIRFLOW_HOME with a SQLite metadata DB, and the
+# address of the GCS emulator, which both Airflow's GCS hook and local Spark's GCS connector read.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="order-tracking-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parents[1] / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[1] / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_free_port()}",
+    }
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_DIR = REPO / "tests" / "data" / "seed"
@@ -28,7 +51,9 @@ def spark() -> Iterator:
     os.environ.setdefault("ORDER_TRACKING_SHUFFLE_PARTITIONS", "1")
     from spark_jobs.session import build_local_session
 
-    session = build_local_session("order-tracking-tests")
+    session = build_local_session(
+        "order-tracking-tests", {"spark.sql.warehouse.dir": str(_AIRFLOW_HOME / "spark-warehouse")}
+    )
     yield session
     session.stop()
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from datetime import datetime
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from airflow.providers.google.cloud.sensors.gcs import GCSObjectsWithPrefixExistenceSensor
+from airflow.providers.google.cloud.triggers.gcs import GCSPrefixBlobTrigger
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferralTimeout
+from airflow.triggers.base import TriggerEvent
 from google.api_core.exceptions import NotFound, PreconditionFailed
 
 from order_tracking_load.settings import LoadSettings
@@ -20,6 +25,39 @@ from order_tracking_load.settings import LoadSettings
 LOG = logging.getLogger(__name__)
 REPLAY_RUN_TYPES = ("backfill",)
 _UNSAFE = re.compile(r"[^\w.:+@=-]")
+
+
+class NewFilesTrigger(GCSPrefixBlobTrigger):
+    """Prefix trigger that also ends at a deadline, with a ``timeout`` event.
+
+    The deadline lives in the trigger itself, so a run that waits in vain ends the same way in the
+    triggerer and under ``dag.test()`` (which runs triggers inline and never times them out).
+    """
+
+    def __init__(self, *, deadline: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        _, arguments = super().serialize()
+        return f"{type(self).__module__}.{type(self).__qualname__}", {**arguments, "deadline": self.deadline}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            hook = self._get_async_hook()
+            while True:
+                matches = await self._list_blobs_with_prefix(hook=hook, bucket_name=self.bucket, prefix=self.prefix)
+                if matches:
+                    yield TriggerEvent({"status": "success", "message": "files arrived", "matches": matches})
+                    return
+                if time.time() >= self.deadline:
+                    yield TriggerEvent({"status": "timeout", "message": f"nothing under {self.prefix} in time"})
+                    return
+                await asyncio.sleep(min(self.poke_interval, max(self.deadline - time.time(), 0)))
+        except Exception as error:  # noqa: BLE001 - reported to the task, which fails (and retries)
+            yield TriggerEvent(
+                {"status": "error", "message": f"listing gs://{self.bucket}/{self.prefix} failed: {error}"}
+            )
 
 
 class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
@@ -43,7 +81,27 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
 
     def execute(self, context: Context) -> Any:
         self.prefix = source_prefix(context, self.settings)
-        return super().execute(context)
+        if self.poke(context):
+            return self._matches
+        self.defer(
+            trigger=NewFilesTrigger(
+                bucket=self.bucket,
+                prefix=self.prefix,
+                poke_interval=self.poke_interval,
+                google_cloud_conn_id=self.google_cloud_conn_id,
+                hook_params={"impersonation_chain": self.impersonation_chain},
+                deadline=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            # A backstop only: the trigger's own deadline normally ends the wait first.
+            timeout=timedelta(seconds=self.timeout + 300),
+        )
+        return None
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if event["status"] == "timeout":
+            raise AirflowSkipException(f"no new files under gs://{self.bucket}/{self.prefix}: {event['message']}")
+        return super().execute_complete(context, event)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         try:

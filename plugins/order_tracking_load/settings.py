@@ -40,6 +40,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORDER_TRACKING_SPARK_BACKEND", "databricks", "'databricks' submits the run spec; 'local' runs it here"),
     Setting("ORDER_TRACKING_GCP_CONN_ID", "google_cloud_default", "Airflow connection for GCS"),
     Setting("ORDER_TRACKING_DATABRICKS_CONN_ID", "databricks_default", "Airflow connection for Databricks"),
+    Setting(
+        "ORDER_TRACKING_DATABRICKS_WORKSPACE",
+        "databricks-workspace",
+        "workspace host, used only to name the target table's Airflow Asset",
+    ),
     Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "serverless, existing_cluster or new_cluster"),
     Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is existing_cluster"),
     Setting("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", "", "JSON cluster spec when compute is new_cluster"),
@@ -96,6 +101,7 @@ class LoadSettings:
     backend: str
     gcp_conn_id: str
     databricks_conn_id: str
+    databricks_workspace: str
     compute: str
     cluster_id: str
     new_cluster: dict
@@ -129,6 +135,8 @@ def load_settings() -> LoadSettings:
         tables = Tables(**{role: f"{root}/{name}" for role, name in TABLE_NAMES.items()})
     else:
         namespace = _value("ORDER_TRACKING_TABLE_NAMESPACE")
+        if namespace.count(".") != 1:
+            raise ValueError(f"ORDER_TRACKING_TABLE_NAMESPACE must be catalog.schema, not {namespace!r}")
         tables = Tables(**{role: f"{namespace}.{name}" for role, name in TABLE_NAMES.items()})
     schedule = _value("ORDER_TRACKING_SCHEDULE")
     return LoadSettings(
@@ -141,6 +149,7 @@ def load_settings() -> LoadSettings:
         backend=backend,
         gcp_conn_id=_value("ORDER_TRACKING_GCP_CONN_ID"),
         databricks_conn_id=_value("ORDER_TRACKING_DATABRICKS_CONN_ID"),
+        databricks_workspace=_value("ORDER_TRACKING_DATABRICKS_WORKSPACE"),
         compute=compute,
         cluster_id=_value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"),
         new_cluster=new_cluster,

@@ -21,7 +21,8 @@ def archive_loaded_files(listing: dict, stage_result: dict, **context: Context) 
 
 
 def target_table_asset(settings: LoadSettings) -> Asset:
-    """The target table as an Airflow Asset, so downstream DAGs can schedule on its updates."""
+    """The target table as an Airflow Asset, named by its URI, so downstream DAGs can schedule on its updates."""
     target = settings.tables.target
-    uri = f"file://{target}" if target.startswith("/") else f"databricks://{target.replace('.', '/')}"
-    return Asset(name="order_tracking_target", uri=uri)
+    if settings.backend == "local":
+        return Asset(uri=f"file://{target}")
+    return Asset(uri=f"databricks://{settings.databricks_workspace}/{target.replace('.', '/')}")

@@ -1,0 +1,81 @@
+"""The DAG parses with no connections, network or Variables, and has the expected shape and policy."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import DAG_ID
+
+TASKS = ["wait_for_new_files", "list_new_files", "stage_orders", "merge_orders", "archive_loaded_files"]
+
+
+@pytest.fixture
+def dag(monkeypatch: pytest.MonkeyPatch):
+    """The DAG parsed in a bare environment: no ORDER_TRACKING_* settings, no connections, no network."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("ORDER_TRACKING_", "AIRFLOW_CONN_")):
+            monkeypatch.delenv(name)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the DAG file touched the network while parsing")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Variable
+
+    monkeypatch.setattr(Variable, "get", refuse)
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+def test_flow_is_sense_list_stage_merge_archive(dag):
+    assert sorted(dag.task_ids) == sorted(TASKS)
+    for upstream, downstream in itertools.pairwise(TASKS):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    # Archiving also reads the listing and the stage result, and runs only if every upstream succeeded.
+    archive = dag.get_task("archive_loaded_files")
+    assert archive.upstream_task_ids == {"list_new_files", "stage_orders", "merge_orders"}
+    assert archive.trigger_rule == "all_success"
+    assert archive.downstream_task_ids == set()
+
+
+def test_scheduling_policy(dag):
+    assert dag.schedule == "@hourly"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert set(dag.tags) >= {"order-tracking", "databricks"}
+    assert dag.doc_md.strip().startswith("# Order-tracking incremental load")
+    for task in dag.tasks:
+        assert task.retries == 3, task.task_id
+        assert task.retry_exponential_backoff, task.task_id
+        assert task.execution_timeout.total_seconds() == 7200, task.task_id
+    assert dict(dag.params)["max_reject_fraction"] == 0.1
+    assert dict(dag.params)["replay_date"] is None
+
+
+def test_default_backend_is_deferrable_databricks_with_the_wheel(dag):
+    from order_tracking_load.spark_backends import DatabricksSparkJobOperator
+
+    sensor = dag.get_task("wait_for_new_files")
+    assert sensor.deferrable is True
+    assert (sensor.bucket, sensor.prefix, sensor.timeout) == ("order-tracking", "input/", 3000)
+    for job, entry_point in (("stage_orders", "stage-orders"), ("merge_orders", "merge-orders")):
+        operator = dag.get_task(job)
+        assert isinstance(operator, DatabricksSparkJobOperator)
+        assert operator.deferrable is True
+        assert operator.databricks_conn_id == "databricks_default"
+        (task,) = operator.json["tasks"]
+        assert task["python_wheel_task"]["entry_point"] == entry_point
+        assert task["environment_key"] == operator.json["environments"][0]["environment_key"]
+    merge = dag.get_task("merge_orders")
+    assert [asset.uri for asset in merge.outlets] == ["databricks://databricks-workspace/main/order_tracking/orders"]
+    assert (
+        merge.json["tasks"][0]["python_wheel_task"]["named_parameters"]["target-table"] == "main.order_tracking.orders"
+    )

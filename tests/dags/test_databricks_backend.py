@@ -1,0 +1,94 @@
+"""The real DAG with the real Databricks operators, talking to a loopback stand-in of the Jobs API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from order_tracking_load import gcs_files
+from order_tracking_load.run_spec import idempotency_token
+from tests.conftest import SEED_FILES
+from tests.dags.conftest import DAG_ID, run_dag, upload_seed
+from tests.dags.databricks_stand_in import JobsApiStandIn
+
+WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def databricks(spark, airflow_db, pipeline_env, monkeypatch):
+    """The stand-in, wired in as ``databricks_default``; tables are catalog names in a fresh schema."""
+    schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE SCHEMA {schema}")
+    with JobsApiStandIn() as stand_in:
+        monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
+        monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", stand_in.connection_json())
+        stand_in.schema = schema
+        yield stand_in
+
+
+@pytest.mark.parametrize(("compute", "cluster_starts"), [("serverless", 0), ("new_cluster", 2)])
+def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypatch, compute, cluster_starts):
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", compute)
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps({"spark_version": "15.4.x-scala2.12"}))
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    batch = gcs_files.batch_key(outcome.run_id)
+    stage, merge = databricks.submitted("stage_orders"), databricks.submitted("merge_orders")
+    assert len(stage) == len(merge) == 1
+    stage_task, merge_task = stage[0]["tasks"][0], merge[0]["tasks"][0]
+    assert stage_task["python_wheel_task"] == {
+        "package_name": "order_tracking_spark_jobs",
+        "entry_point": "stage-orders",
+        "named_parameters": {
+            "manifest": f"gs://order-tracking/manifests/{batch}.json",
+            "batch-id": batch,
+            "staging-table": f"{databricks.schema}.orders_staging",
+            "rejects-table": f"{databricks.schema}.orders_rejects",
+            "audit-table": f"{databricks.schema}.orders_load_audit",
+            "max-reject-fraction": "0.1",
+        },
+    }
+    assert merge_task["python_wheel_task"]["entry_point"] == "merge-orders"
+    assert merge_task["python_wheel_task"]["named_parameters"]["target-table"] == f"{databricks.schema}.orders"
+    for job, payload in (("stage_orders", stage[0]), ("merge_orders", merge[0])):
+        assert payload["idempotency_token"] == idempotency_token(DAG_ID, outcome.run_id, job, 0)
+    if compute == "serverless":
+        assert stage[0]["environments"] == [
+            {"environment_key": "order_tracking_jobs", "spec": {"client": "2", "dependencies": [WHEEL]}}
+        ]
+    else:
+        assert stage_task["libraries"] == [{"whl": WHEEL}]
+    assert (
+        sum("new_cluster" in task for payload in databricks.submissions for task in payload["tasks"]) == cluster_starts
+    )
+
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    assert len(gcs.names("archive/")) == len(SEED_FILES)
+    assert gcs.names("input/") == []
+
+
+@pytest.mark.parametrize("end_state", ["FAILED", "CANCELED", "INTERNAL_ERROR"])
+def test_an_unsuccessful_run_fails_the_task_on_every_try_and_archives_nothing(gcs, databricks, monkeypatch, end_state):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
+    databricks.script["stage_orders"] = [end_state]
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "failed"
+    assert outcome.tasks["stage_orders"] == "failed"
+    assert outcome.tasks["archive_loaded_files"] == "upstream_failed"
+    # The retry re-submitted with the same token, so Databricks answered with the same (failed) run.
+    submissions = databricks.submitted("stage_orders")
+    assert len(submissions) == 2
+    assert len({payload["idempotency_token"] for payload in submissions}) == 1
+    assert len(databricks.runs) == 1
+    assert databricks.submitted("merge_orders") == []
+    assert gcs.names("input/") == [f"input/{path.name}" for path in SEED_FILES]
+    assert gcs.names("archive/") == gcs.names("rejected/") == []
