@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import socket
 import tempfile
@@ -13,6 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
+# py4j logs at interpreter exit, after pytest closed the captured streams; keep it quiet.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 # Spark shows TIMESTAMP values in the session zone and PySpark converts them in the process zone: use UTC.
 os.environ["TZ"] = "UTC"

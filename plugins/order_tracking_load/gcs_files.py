@@ -122,7 +122,8 @@ def batch_date(context: Context) -> str:
 
 def is_replay(context: Context) -> bool:
     """A backfill run, or a manual run given ``replay_date``, reloads the archived files of its date."""
-    return bool(context["params"].get("replay_date")) or str(context["dag_run"].run_type) in REPLAY_RUN_TYPES
+    run_type = context["dag_run"].run_type
+    return bool(context["params"].get("replay_date")) or getattr(run_type, "value", run_type) in REPLAY_RUN_TYPES
 
 
 def source_prefix(context: Context, settings: LoadSettings) -> str:

@@ -92,3 +92,14 @@ def test_an_unsuccessful_run_fails_the_task_on_every_try_and_archives_nothing(gc
     assert databricks.submitted("merge_orders") == []
     assert gcs.names("input/") == [f"input/{path.name}" for path in SEED_FILES]
     assert gcs.names("archive/") == gcs.names("rejected/") == []
+
+
+def test_killing_the_task_cancels_its_databricks_run(databricks):
+    from order_tracking_load.spark_backends import DatabricksSparkJobOperator
+
+    operator = DatabricksSparkJobOperator(task_id="merge_orders", run_spec={"tasks": []})
+    operator.run_id = 42
+
+    operator.on_kill()
+
+    assert databricks.cancelled == [42]
