@@ -9,7 +9,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -62,21 +61,12 @@ def spark() -> Iterator:
     session.stop()
 
 
-@dataclass(frozen=True)
-class Tables:
-    """Path-based Delta tables of one test."""
-
-    staging: str
-    rejects: str
-    target: str
-    history: str
-    audit: str
-
-
 @pytest.fixture
-def tables(tmp_path: Path) -> Tables:
-    """Fresh path-based table locations under tmp_path."""
-    return Tables(*(str(tmp_path / "tables" / name) for name in ("staging", "rejects", "target", "history", "audit")))
+def tables(tmp_path: Path):
+    """Fresh path-based tables under tmp_path, named as the local backend names them."""
+    from order_tracking_load.settings import TABLE_NAMES, Tables
+
+    return Tables(**{role: str(tmp_path / "tables" / name) for role, name in TABLE_NAMES.items()})
 
 
 def seed_rows() -> list[dict]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from order_tracking_load.settings import Tables
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import ORDER_COLUMNS
 from spark_jobs.stage_orders import stage_orders
-from tests.conftest import Tables
 
 BUSINESS = list(ORDER_COLUMNS)
 
