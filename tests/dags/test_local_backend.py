@@ -67,9 +67,16 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
     assert _target_version(spark, pipeline_env) == version
 
 
-def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_db, gcs, pipeline_env):
+def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_db, gcs, pipeline_env, caplog):
     upload_seed(gcs)
-    assert run_dag().state == "success"
+    gcs.upload("input/no_status.csv", "order_num,tracking_num,last_update_timestamp\n1,TRK9,2023-01-09 10:00:00\n")
+    first = run_dag()
+    assert first.state == "success", first.tasks
+    # The file without a status column was rejected whole: it moves to rejected/, with the reason logged.
+    batch = gcs_files.batch_key(first.run_id)
+    assert gcs.names("rejected/") == [f"rejected/2026-11-26/{batch}/no_status.csv"]
+    assert "no_status.csv was rejected whole (missing required columns: status)" in caplog.text
+    assert gcs.names("input/") == []
     target_before = sorted(read(spark, str(pipeline_env / "orders")).collect())
     history_before = read(spark, str(pipeline_env / "orders_history")).count()
     archive_before = gcs.names("archive/")
