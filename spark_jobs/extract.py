@@ -52,7 +52,8 @@ def read_raw_records(spark: SparkSession, paths: list[str]) -> DataFrame:
         .select(
             *CELLS,
             F.regexp_replace(F.col(_CORRUPT), r"\r?\n$", "").alias(RAW_TEXT),
-            F.col("_metadata.file_path").alias(SOURCE_FILE),
+            # Spark reports the path URL-encoded; store it as the file is named ("+" is literal in a path).
+            F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
             F.monotonically_increasing_id().alias(RECORD_ID),
         )
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from urllib.parse import unquote
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -46,12 +45,11 @@ def persist_if_supported(df: DataFrame) -> DataFrame:
 
 
 def source_key(path: str) -> str:
-    """A file's path as both an input URI and Spark's ``_metadata.file_path`` reduce to (decoded, no ``file:``)."""
-    decoded = unquote(path)
+    """A file's path as both an input URI and the staged ``_source_file`` reduce to (no ``file:`` scheme)."""
     for prefix in ("file://", "file:"):
-        if decoded.startswith(prefix):
-            return decoded[len(prefix) :]
-    return decoded
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path
 
 
 def file_summaries(inputs: list[dict], headers: DataFrame, parsed: DataFrame) -> list[dict]:

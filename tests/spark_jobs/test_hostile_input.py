@@ -1,0 +1,54 @@
+"""Hostile input: every row ends up staged intact or rejected with a reason, and no job crashes."""
+
+from __future__ import annotations
+
+from pyspark.sql import functions as F
+
+from spark_jobs.stage_orders import stage_orders
+from tests.spark_jobs.helpers import read, write_csv
+
+HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
+
+
+def row(key: str, address: str = "1 Elm St") -> str:
+    return f"1,{key},2023-01-01,,In Transit,{address},2023-01-01 10:00:00\n"
+
+
+def test_odd_names_bytes_and_text_are_loaded_intact_or_rejected_with_a_reason(spark, tables, tmp_path):
+    files = {
+        "name with spaces ü [1].csv": HEADER + row("TRK1"),
+        "formula.csv": HEADER + row("TRK2", '"=HYPERLINK(""http://evil.example"",""click"")"'),
+        "bom.csv": "\ufeff" + HEADER + row("TRK3"),
+        "nul.csv": HEADER + row("TRK4", "1 Elm\x00 St") + row("TRK5"),
+        "duplicate_header.csv": HEADER.replace("address", "status") + row("TRK6"),
+    }
+    paths = [write_csv(tmp_path, name, text) for name, text in files.items()]
+    paths.append(write_csv(tmp_path, "latin1.csv", (HEADER + row("TRK7", "Stra\xdfe")).encode("latin-1")))
+
+    metrics = stage_orders(
+        spark, [{"uri": str(p)} for p in paths], "hostile", tables.staging, tables.rejects, 1.0, None
+    )
+
+    statuses = {item["uri"].rsplit("/", 1)[-1]: (item["status"], item["rows"]) for item in metrics["files"]}
+    assert statuses == {
+        "name with spaces ü [1].csv": ("loaded", 1),
+        "formula.csv": ("loaded", 1),
+        "bom.csv": ("loaded", 1),
+        "nul.csv": ("loaded", 2),
+        "duplicate_header.csv": ("rejected", 1),
+        "latin1.csv": ("loaded", 1),
+    }
+    staged = {r["tracking_num"]: r for r in read(spark, tables.staging).collect()}
+    assert sorted(staged) == ["TRK1", "TRK2", "TRK3", "TRK5"]
+    assert staged["TRK1"]["_source_file"] == f"file:{paths[0]}"
+    assert staged["TRK2"]["address"] == '=HYPERLINK("http://evil.example","click")'
+    rejects = {
+        r["source_file"].rsplit("/", 1)[-1]: r["reason"]
+        for r in read(spark, tables.rejects).where(F.col("batch_id") == "hostile").collect()
+    }
+    assert rejects == {
+        "nul.csv": "contains a NUL byte",
+        "latin1.csv": "invalid UTF-8 bytes",
+        "duplicate_header.csv": "file rejected: duplicate column names: status",
+    }
+    assert (metrics["rows_read"], metrics["rows_staged"], metrics["rows_rejected"]) == (6, 4, 2)
