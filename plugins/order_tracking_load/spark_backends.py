@@ -51,6 +51,21 @@ def summary_line(job: str, metrics: dict) -> str:
     return f"{job} batch={metrics.get('batch_id')} files={len(metrics.get('files') or [])} {figures}"
 
 
+def run_entry_point(spec: dict) -> tuple[int, str]:
+    """Call a spec's wheel entry point here, with its parameters as ``--name=value`` (as Databricks does).
+
+    Returns the exit code and what the job printed on stdout.
+    """
+    entry_point, argv = command_line(spec)
+    found = entry_points(group="console_scripts", name=entry_point)
+    if not found:
+        raise AirflowException(f"entry point {entry_point!r} is not installed: pip install the spark_jobs package")
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        exit_code = next(iter(found)).load()(argv)
+    return exit_code, printed.getvalue()
+
+
 class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
     """Submit a run spec to Databricks, deferred while it runs; return the job's metrics.
 
@@ -102,13 +117,9 @@ class LocalSparkJobOperator(BaseOperator):
         self.run_spec = run_spec
 
     def execute(self, context: Context) -> dict:
-        entry_point, argv = command_line(self.run_spec)
-        (script,) = entry_points(group="console_scripts", name=entry_point)
-        self.log.info("running %s %s", entry_point, " ".join(argv))
-        printed = io.StringIO()
-        with redirect_stdout(printed):
-            exit_code = script.load()(argv)
-        metrics = last_json_line(printed.getvalue())
+        self.log.info("running %s %s", *command_line(self.run_spec))
+        exit_code, output = run_entry_point(self.run_spec)
+        metrics = last_json_line(output)
         if exit_code != 0:
             raise AirflowException(f"{self.task_id} failed: {metrics.get('error', 'see the log above')}")
         self.log.info("%s", summary_line(self.task_id, metrics))

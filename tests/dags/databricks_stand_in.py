@@ -3,20 +3,19 @@
 It records every ``runs/submit`` payload, honours idempotency tokens as Databricks does (the same token
 returns the same run), reports RUNNING once so the operator defers, and ends each run in a scripted
 state. A run scripted to succeed really executes: the stand-in calls the spec's wheel entry point with
-its named parameters, as a Databricks python_wheel_task would, and serves the printed output as the
-task's ``logs``.
+its named parameters, as a Databricks python_wheel_task would (the local backend's own executor), and
+serves the printed output as the task's ``logs``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import defaultdict
-from contextlib import redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import entry_points
 from urllib.parse import parse_qs, urlparse
+
+from order_tracking_load.spark_backends import run_entry_point
 
 TERMINAL_STATES = {
     "SUCCESS": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS", "state_message": ""},
@@ -29,18 +28,6 @@ TERMINAL_STATES = {
     },
 }
 RUNNING = {"life_cycle_state": "RUNNING", "state_message": "In run"}
-
-
-def run_wheel_task(spec: dict) -> tuple[int, str]:
-    """Run a spec's python_wheel_task here: its entry point with ``--name=value`` arguments."""
-    (task,) = spec["tasks"]
-    wheel = task["python_wheel_task"]
-    (script,) = entry_points(group="console_scripts", name=wheel["entry_point"])
-    argv = [f"--{name}={value}" for name, value in wheel["named_parameters"].items()]
-    printed = io.StringIO()
-    with redirect_stdout(printed):
-        code = script.load()(argv)
-    return code, printed.getvalue()
 
 
 class JobsApiStandIn:
@@ -89,7 +76,7 @@ class JobsApiStandIn:
             self.runs[run_id] = {"task_key": task_key, "outcome": outcome, "polls": 0, "logs": "", "error": None}
         run = self.runs[run_id]
         if outcome == "SUCCESS":
-            code, logs = run_wheel_task(payload)
+            code, logs = run_entry_point(payload)
             run["logs"] = logs
             if code != 0:
                 run["outcome"] = "FAILED"
