@@ -117,7 +117,8 @@ class LocalSparkJobOperator(BaseOperator):
         self.run_spec = run_spec
 
     def execute(self, context: Context) -> dict:
-        self.log.info("running %s %s", *command_line(self.run_spec))
+        entry_point, argv = command_line(self.run_spec)
+        self.log.info("running %s %s", entry_point, " ".join(argv))
         exit_code, output = run_entry_point(self.run_spec)
         metrics = last_json_line(output)
         if exit_code != 0:
