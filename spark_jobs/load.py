@@ -24,6 +24,10 @@ AUDIT_FILE = T.StructType(
         T.StructField("rows_rejected", T.LongType()),
         T.StructField("status", T.StringType()),
         T.StructField("reason", T.StringType()),
+        # "<data rows>:<hash of every (line number, record text)>": the same content under any name.
+        T.StructField("fingerprint", T.StringType()),
+        # Set when an earlier merged batch loaded this name or this content: which batch, and why.
+        T.StructField("redelivery_of", T.StringType()),
     ]
 )
 AUDIT_SCHEMA = T.StructType(
@@ -38,6 +42,7 @@ AUDIT_SCHEMA = T.StructType(
                 "rows_read",
                 "rows_rejected",
                 "files_rejected",
+                "files_redelivered",
                 "rows_collapsed",
                 "rows_staged",
                 "rows_inserted",

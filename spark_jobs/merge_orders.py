@@ -74,6 +74,7 @@ def merge_orders(
         "rows_read": stage_record.get("rows_read"),
         "rows_rejected": stage_record.get("rows_rejected"),
         "files_rejected": stage_record.get("files_rejected"),
+        "files_redelivered": stage_record.get("files_redelivered"),
         "rows_collapsed": int(totals["collapsed"]),
         "rows_staged": staged,
         "rows_inserted": counts["inserted"],

@@ -15,10 +15,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
-from spark_jobs.extract import read_manifest, read_raw_records
+from spark_jobs.extract import RAW_TEXT, read_manifest, read_raw_records
 from spark_jobs.load import upsert_audit
-from spark_jobs.schema import BATCH_ID, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
-from spark_jobs.tables import check_batch_id, read_table, replace_batch
+from spark_jobs.schema import BATCH_ID, LINE_NUMBER, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
+from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
     FILE_ERROR,
     RECORDS,
@@ -60,7 +60,11 @@ def file_summaries(inputs: list[dict], headers: DataFrame, parsed: DataFrame) ->
     counts = {
         source_key(row[SOURCE_FILE]): row
         for row in parsed.groupBy(SOURCE_FILE)
-        .agg(F.count("*").alias("rows"), F.count_if(F.size(REJECT_REASONS) > 0).alias("rows_rejected"))
+        .agg(
+            F.count("*").alias("rows"),
+            F.count_if(F.size(REJECT_REASONS) > 0).alias("rows_rejected"),
+            F.bit_xor(F.xxhash64(LINE_NUMBER, RAW_TEXT)).alias("content_hash"),
+        )
         .collect()
     }
     summaries = []
@@ -78,9 +82,52 @@ def file_summaries(inputs: list[dict], headers: DataFrame, parsed: DataFrame) ->
                 "rows_rejected": count["rows_rejected"] if count else 0,
                 "status": "rejected" if error else "loaded",
                 "reason": error,
+                "fingerprint": fingerprint(count["rows"], count["content_hash"]) if count else None,
+                "redelivery_of": None,
             }
         )
     return summaries
+
+
+def fingerprint(rows: int, content_hash: int) -> str:
+    """A file's content identity, whatever its name: its data rows and a hash of every (line, record)."""
+    return f"{rows}:{content_hash & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def mark_redeliveries(spark: SparkSession, files: list[dict], audit_table: str | None, batch_id: str) -> int:
+    """Note on each loaded file the earlier merged batch that loaded the same content or the same name.
+
+    Informational: a re-delivered file is loaded again, and the merge's latest-wins rule and the
+    history's insert-if-absent keep that from duplicating anything. Returns how many files were marked.
+    """
+    loaded = [f for f in files if f["status"] == "loaded" and f["fingerprint"]]
+    if not audit_table or not loaded or not table_exists(spark, audit_table):
+        return 0
+    uris = [f["uri"] for f in loaded]
+    prints = [f["fingerprint"] for f in loaded]
+    earlier = (
+        read_table(spark, audit_table)
+        .where((F.col("status") == "merged") & (F.col("batch_id") != batch_id))
+        .select("batch_id", "merge_finished_at", F.explode("files").alias("f"))
+        .where((F.col("f.status") == "loaded") & (F.col("f.uri").isin(uris) | F.col("f.fingerprint").isin(prints)))
+        .select("batch_id", "merge_finished_at", "f.uri", "f.fingerprint")
+        .orderBy("merge_finished_at", "batch_id")
+        .collect()
+    )
+    marked = 0
+    for item in loaded:
+        same_content = [r for r in earlier if r["fingerprint"] == item["fingerprint"]]
+        same_name = [r for r in earlier if r["uri"] == item["uri"]]
+        if same_content:
+            first = same_content[0]
+            item["redelivery_of"] = f"same content as {first['uri']} in batch {first['batch_id']}"
+        elif same_name:
+            item["redelivery_of"] = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
+        else:
+            continue
+        marked += 1
+        LOG.warning("%s is a re-delivery (%s); loading it again changes no row", item["uri"], item["redelivery_of"])
+    return marked
 
 
 def top_reject_reasons(spark: SparkSession, rejects_table: str, batch_id: str) -> list[dict]:
@@ -121,6 +168,7 @@ def stage_orders(
         headers = file_headers(raw)
         parsed = parse_orders(raw, headers)
         files = file_summaries(inputs, headers, parsed)
+        files_redelivered = mark_redeliveries(spark, files, audit_table, batch_id)
         rows_read = sum(f["rows"] for f in files if f["status"] == "loaded")
         rows_rejected = sum(f["rows_rejected"] for f in files)
         for item in files:
@@ -146,6 +194,7 @@ def stage_orders(
             "rows_read": rows_read,
             "rows_rejected": rows_rejected,
             "files_rejected": sum(f["status"] == "rejected" for f in files),
+            "files_redelivered": files_redelivered,
             "stage_started_at": started_at,
         }
         fraction = rows_rejected / rows_read if rows_read else 0.0

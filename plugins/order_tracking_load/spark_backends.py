@@ -39,6 +39,7 @@ def summary_line(job: str, metrics: dict) -> str:
         "rows_read",
         "rows_rejected",
         "files_rejected",
+        "files_redelivered",
         "rows_collapsed",
         "rows_staged",
         "rows_inserted",

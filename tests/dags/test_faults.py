@@ -6,11 +6,12 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 
 from order_tracking_load import gcs_files
-from tests.conftest import SEED_FILES
+from tests.conftest import SEED_FILES, seed_rows
 from tests.dags.conftest import run_dag, upload_seed
 from tests.spark_jobs.helpers import read
 from tests.spark_jobs.test_seed_load import distinct_seed_events
 
+HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
 SEED_INPUT = [f"input/{path.name}" for path in SEED_FILES]
 
 
@@ -61,6 +62,70 @@ def test_a_failed_merge_then_a_failed_archive_load_each_file_exactly_once(
     assert audit[gcs_files.batch_key(failed_merge.run_id)]["status"] == "staged"
     assert audit[gcs_files.batch_key(clean.run_id)]["rows_inserted"] == 0
     assert audit[gcs_files.batch_key(clean.run_id)]["rows_unchanged"] == 23
+
+
+def test_a_redelivered_file_duplicates_nothing_and_the_audit_records_it(spark, airflow_db, gcs, pipeline_env):
+    upload_seed(gcs)
+    first = run_dag()
+    assert first.state == "success", first.tasks
+    target_before = sorted(read(spark, str(pipeline_env / "orders")).collect())
+    history_before = read(spark, str(pipeline_env / "orders_history")).count()
+
+    # The same content under another name, and the same name again after it was archived.
+    copy_name, resent = f"input/copy of {SEED_FILES[0].name}", SEED_FILES[1]
+    gcs.upload(copy_name, SEED_FILES[0].read_bytes())
+    gcs.upload(f"input/{resent.name}", resent.read_bytes())
+    second = run_dag()
+
+    assert second.state == "success", second.tasks
+    assert sorted(read(spark, str(pipeline_env / "orders")).collect()) == target_before
+    assert read(spark, str(pipeline_env / "orders_history")).count() == history_before
+    audit = {r["batch_id"]: r for r in read(spark, str(pipeline_env / "orders_load_audit")).collect()}
+    first_batch, record = gcs_files.batch_key(first.run_id), audit[gcs_files.batch_key(second.run_id)]
+    assert (record["files_redelivered"], record["rows_inserted"], record["rows_updated"]) == (2, 0, 0)
+    assert {f["uri"]: f["redelivery_of"] for f in record["files"]} == {
+        f"gs://order-tracking/{copy_name}": (
+            f"same content as gs://order-tracking/input/{SEED_FILES[0].name} in batch {first_batch}"
+        ),
+        f"gs://order-tracking/input/{resent.name}": (
+            f"same content as gs://order-tracking/input/{resent.name} in batch {first_batch}"
+        ),
+    }
+    assert audit[first_batch]["files_redelivered"] == 0
+    assert gcs.names("input/") == []
+
+
+def test_over_the_reject_limit_the_run_fails_keeps_the_rejects_and_leaves_the_files_in_input(
+    spark, airflow_db, gcs, pipeline_env, caplog
+):
+    upload_seed(gcs, SEED_FILES[:1])
+    bad_rows = "".join(f"{i},TRK-BAD-{i},2023-01-01,,In Transit,x,yesterday\n" for i in range(10))
+    gcs.upload("input/bad.csv", HEADER + bad_rows + "11,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
+
+    failed = run_dag()
+
+    assert (failed.tasks["stage_orders"], failed.tasks["merge_orders"]) == ("failed", "upstream_failed")
+    assert "11 of " in caplog.text
+    assert (
+        "Worst reasons: last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp (10); "
+        "tracking_num is empty (1)" in caplog.text
+    )
+    assert gcs.names("input/") == sorted(["input/bad.csv", f"input/{SEED_FILES[0].name}"])
+    assert gcs.names("archive/") == gcs.names("rejected/") == []
+    batch = gcs_files.batch_key(failed.run_id)
+    rejects = read(spark, str(pipeline_env / "orders_rejects")).where(f"batch_id = '{batch}'")
+    assert rejects.count() == 11
+    audit = read(spark, str(pipeline_env / "orders_load_audit")).where(f"batch_id = '{batch}'").collect()
+    assert [(r["status"], r["rows_rejected"]) for r in audit] == [("stage_failed", 11)]
+    assert not (pipeline_env / "orders").exists()
+
+    # Someone accepts the batch as it is: a manual run with a higher limit loads the good rows and archives both.
+    accepted = run_dag(conf={"max_reject_fraction": 1.0})
+    assert accepted.state == "success", accepted.tasks
+    seed_keys = {r["tracking_num"] for r in seed_rows() if r["_file"] == SEED_FILES[0].name}
+    assert {r["tracking_num"] for r in read(spark, str(pipeline_env / "orders")).collect()} == seed_keys
+    assert gcs.names("input/") == []
+    assert len(gcs.names("archive/")) == 2
 
 
 @pytest.fixture(autouse=True)
