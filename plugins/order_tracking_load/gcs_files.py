@@ -7,7 +7,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,13 +19,38 @@ from airflow.providers.google.cloud.triggers.gcs import GCSPrefixBlobTrigger
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferralTimeout
 from airflow.triggers.base import TriggerEvent
-from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+from google.api_core.retry import Retry
+from google.auth.exceptions import TransportError
+from google.cloud.storage.retry import DEFAULT_RETRY
+from requests.exceptions import RequestException
 
 from order_tracking_load.settings import LoadSettings
 
 LOG = logging.getLogger(__name__)
 REPLAY_RUN_TYPES = ("backfill",)
 _UNSAFE = re.compile(r"[^\w.:+@=-]")
+
+
+def gcs_retry(settings: LoadSettings) -> Retry:
+    """The storage client's retry policy (exponential backoff on transient errors), bounded by the setting."""
+    return DEFAULT_RETRY.with_timeout(settings.gcs_retry.total_seconds())
+
+
+@contextmanager
+def gcs_errors(action: str, settings: LoadSettings) -> Iterator[None]:
+    """Turn a GCS outage into one clear error (the task then fails, and Airflow retries it)."""
+    try:
+        yield
+    except (GoogleAPIError, RequestException, TransportError) as error:
+        raise AirflowException(
+            f"GCS unreachable or refusing: could not {action} after retrying for "
+            f"{settings.gcs_retry.total_seconds():.0f} s ({type(error).__name__}: {str(error)[:300]})"
+        ) from error
+
+
+def _bucket(settings: LoadSettings) -> Any:
+    return GCSHook(gcp_conn_id=settings.gcp_conn_id).get_conn().bucket(settings.bucket)
 
 
 class NewFilesTrigger(GCSPrefixBlobTrigger):
@@ -78,6 +104,13 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
             **kwargs,
         )
         self.settings = settings
+
+    def poke(self, context: Context) -> bool:
+        """One listing, with the bounded retry policy and a clear error when GCS cannot be reached."""
+        with gcs_errors(f"list gs://{self.bucket}/{self.prefix}", self.settings):
+            blobs = _bucket(self.settings).list_blobs(prefix=self.prefix, retry=gcs_retry(self.settings))
+            self._matches = [blob.name for blob in blobs]
+        return bool(self._matches)
 
     def execute(self, context: Context) -> Any:
         self.prefix = source_prefix(context, self.settings)
@@ -140,10 +173,10 @@ def batch_key(run_id: str) -> str:
 
 def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
-    hook = GCSHook(gcp_conn_id=settings.gcp_conn_id)
-    bucket = hook.get_conn().bucket(settings.bucket)
+    bucket = _bucket(settings)
     prefix = source_prefix(context, settings)
-    blobs = list(bucket.list_blobs(prefix=prefix))
+    with gcs_errors(f"list gs://{settings.bucket}/{prefix}", settings):
+        blobs = list(bucket.list_blobs(prefix=prefix, retry=gcs_retry(settings)))
     files = [
         {
             "uri": f"gs://{settings.bucket}/{blob.name}",
@@ -172,8 +205,12 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
         "files": files,
     }
     manifest_name = f"{settings.manifest_prefix}{key}.json"
-    # One upload: GCS makes the object appear whole or not at all, so no partial manifest can exist.
-    bucket.blob(manifest_name).upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
+    # Written only after the whole listing succeeded, in one upload: GCS makes the object appear whole
+    # or not at all, so no partial manifest can exist.
+    with gcs_errors(f"write gs://{settings.bucket}/{manifest_name}", settings):
+        bucket.blob(manifest_name).upload_from_string(
+            json.dumps(manifest, indent=2), content_type="application/json", retry=gcs_retry(settings)
+        )
     LOG.info(
         "manifest gs://%s/%s lists %d files (%d bytes) from gs://%s/%s",
         settings.bucket,
@@ -187,13 +224,18 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
 
 
 def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
-    """Move exactly the manifest's objects: loaded ones to the archive, files rejected whole to rejected/."""
+    """Move exactly the manifest's objects: loaded ones to the archive, files rejected whole to rejected/.
+
+    A listed object that is no longer in input was moved by an earlier try of this task, or by another
+    run that loaded the same files (its rows are in the target either way); it is reported, not moved.
+    """
     if listing["replay"]:
         LOG.info("replay of archived files: nothing to move")
-        return {"archived": [], "rejected": [], "left_in_input": []}
+        return {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
     outcome_by_uri = {item["uri"]: item for item in stage_result["files"]}
-    bucket = GCSHook(gcp_conn_id=settings.gcp_conn_id).get_conn().bucket(settings.bucket)
-    moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": []}
+    bucket = _bucket(settings)
+    retry = gcs_retry(settings)
+    moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
     for item in listing["files"]:
         outcome = outcome_by_uri.get(item["uri"])
         if outcome is None:
@@ -206,34 +248,43 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
         else:
             destination = f"{settings.archive_prefix}{listing['batch_date']}/{listing['batch_id']}/{relative}"
             kind = "archived"
-        if _move(bucket, item["name"], int(item["generation"]), destination):
-            moved[kind].append(destination)
-        else:
-            moved["left_in_input"].append(item["name"])
+        with gcs_errors(f"move gs://{settings.bucket}/{item['name']} to {destination}", settings):
+            result = _move(bucket, item["name"], int(item["generation"]), destination, retry)
+        moved[{"moved": kind, "changed": "left_in_input", "gone": "already_gone"}[result]].append(
+            destination if result == "moved" else item["name"]
+        )
     LOG.info(
-        "archived %d, rejected %d, left in input %d",
+        "archived %d, rejected %d, left in input %d (changed since listing), already gone %d",
         len(moved["archived"]),
         len(moved["rejected"]),
         len(moved["left_in_input"]),
+        len(moved["already_gone"]),
     )
     return moved
 
 
-def _move(bucket: Any, name: str, generation: int, destination: str) -> bool:
-    """Move one object version; False when the object changed after listing (it stays for the next run)."""
-    current = bucket.get_blob(name)
+def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retry) -> str:
+    """Move one object version: "moved" (now or by an earlier try), "changed" (replaced since listing: it
+    stays for the next run) or "gone" (no longer in input).
+    """
+    current = bucket.get_blob(name, retry=retry)
     if current is None:
-        if bucket.get_blob(destination) is not None:
-            return True  # moved by an earlier try of this task
-        raise AirflowException(f"gs://{bucket.name}/{name} vanished before it was archived")
+        if bucket.get_blob(destination, retry=retry) is not None:
+            return "moved"  # by an earlier try of this task
+        LOG.warning(
+            "gs://%s/%s is no longer in input: another run that loaded it moved it, or someone deleted it",
+            bucket.name,
+            name,
+        )
+        return "gone"
     if current.generation != generation:
         LOG.warning("gs://%s/%s changed after it was listed; left for the next run", bucket.name, name)
-        return False
-    bucket.copy_blob(current, bucket, destination, source_generation=generation)
+        return "changed"
+    bucket.copy_blob(current, bucket, destination, source_generation=generation, retry=retry)
     try:
-        bucket.delete_blob(name, if_generation_match=generation)
+        bucket.delete_blob(name, if_generation_match=generation, retry=retry)
     except PreconditionFailed:
         LOG.warning("gs://%s/%s was replaced while archiving; the new version stays", bucket.name, name)
     except NotFound:
         pass
-    return True
+    return "moved"

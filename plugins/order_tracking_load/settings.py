@@ -58,6 +58,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORDER_TRACKING_MAX_REJECT_FRACTION", "0.1", "stage fails when more of a batch's rows are rejected"),
     Setting("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS", "3000", "how long the sensor waits before the run is skipped"),
     Setting("ORDER_TRACKING_SENSOR_POKE_SECONDS", "60", "how often the deferred sensor lists the input prefix"),
+    Setting(
+        "ORDER_TRACKING_GCS_RETRY_SECONDS",
+        "120",
+        "how long one GCS call retries (with backoff) before the task fails",
+    ),
     Setting("ORDER_TRACKING_RETRIES", "3", "task retries (exponential backoff from the retry delay)"),
     Setting("ORDER_TRACKING_RETRY_DELAY_SECONDS", "60", "first retry delay"),
     Setting("ORDER_TRACKING_TASK_TIMEOUT_MINUTES", "120", "execution timeout of each task"),
@@ -110,6 +115,7 @@ class LoadSettings:
     max_reject_fraction: float
     sensor_timeout: timedelta
     poke_interval: timedelta
+    gcs_retry: timedelta
     retries: int
     retry_delay: timedelta
     task_timeout: timedelta
@@ -158,6 +164,7 @@ def load_settings() -> LoadSettings:
         max_reject_fraction=float(_value("ORDER_TRACKING_MAX_REJECT_FRACTION")),
         sensor_timeout=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS"))),
         poke_interval=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_POKE_SECONDS"))),
+        gcs_retry=timedelta(seconds=float(_value("ORDER_TRACKING_GCS_RETRY_SECONDS"))),
         retries=int(_value("ORDER_TRACKING_RETRIES")),
         retry_delay=timedelta(seconds=float(_value("ORDER_TRACKING_RETRY_DELAY_SECONDS"))),
         task_timeout=timedelta(minutes=float(_value("ORDER_TRACKING_TASK_TIMEOUT_MINUTES"))),
