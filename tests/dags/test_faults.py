@@ -128,6 +128,43 @@ def test_over_the_reject_limit_the_run_fails_keeps_the_rejects_and_leaves_the_fi
     assert len(gcs.names("archive/")) == 2
 
 
+def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db, gcs, pipeline_env, monkeypatch):
+    """Run A lists, stages and merges, then stalls before archiving; run B does all of it; then A archives.
+
+    The scheduler never lets this happen (max_active_runs=1); this is the interleaving it would take if
+    two runs did overlap, for instance a DAG copy deployed twice.
+    """
+    upload_seed(gcs)
+    stalled: list[tuple] = []
+
+    def stall(settings, listing, stage_result, context):
+        stalled.append((settings, listing, stage_result, context))
+        raise RuntimeError("injected: run A stalls before archiving")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gcs_files, "archive_loaded_files", stall)
+        run_a = run_dag()
+    assert run_a.tasks["merge_orders"] == "success"
+    run_b = run_dag()  # lists the same files, since they are still in input
+    assert run_b.state == "success", run_b.tasks
+
+    settings, listing_a, stage_a, context_a = stalled[0]
+    late = gcs_files.archive_loaded_files(settings, listing_a, stage_a, context_a)
+
+    assert late == {"archived": [], "rejected": [], "left_in_input": [], "already_gone": SEED_INPUT}
+    batch_a, batch_b = gcs_files.batch_key(run_a.run_id), gcs_files.batch_key(run_b.run_id)
+    assert gcs.names("archive/") == [f"archive/2026-11-26/{batch_b}/{path.name}" for path in SEED_FILES]
+    assert gcs.names("input/") == []
+    target = read(spark, str(pipeline_env / "orders"))
+    assert target.count() == target.select("tracking_num").distinct().count() == 23
+    history = read(spark, str(pipeline_env / "orders_history"))
+    assert {(r["tracking_num"], r["last_update_timestamp"]) for r in history.collect()} == distinct_seed_events()
+    assert history.count() == len(distinct_seed_events())
+    audit = {r["batch_id"]: r for r in read(spark, str(pipeline_env / "orders_load_audit")).collect()}
+    assert (audit[batch_a]["rows_inserted"], audit[batch_b]["rows_inserted"]) == (23, 0)
+    assert audit[batch_b]["files_redelivered"] == len(SEED_FILES)
+
+
 @pytest.fixture(autouse=True)
 def _no_retries(monkeypatch):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "0")
