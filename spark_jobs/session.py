@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 LOCAL_MASTER_ENV = "ORDER_TRACKING_SPARK_MASTER"  # default local[*]
 SHUFFLE_PARTITIONS_ENV = "ORDER_TRACKING_SHUFFLE_PARTITIONS"  # default 4
 EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated jars; default: the repo's .jars/ (make jars)
+DRIVER_MEMORY_ENV = "ORDER_TRACKING_SPARK_DRIVER_MEMORY"  # default 4g: the heap of local mode's one JVM
 GCS_ENDPOINT_ENV = "ORDER_TRACKING_GCS_ENDPOINT"  # default: STORAGE_EMULATOR_HOST, e.g. http://127.0.0.1:4443
 LOCAL_JARS_DIR = Path(__file__).resolve().parents[1] / ".jars"
 
@@ -31,6 +32,9 @@ def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(os.environ.get(LOCAL_MASTER_ENV, "local[*]"))
+        # Local mode runs every task in the driver's JVM. Spark's 1g default runs out on one 200 MB file,
+        # which CSV with quoted line breaks (multiLine) cannot split.
+        .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "4g"))
         .config("spark.ui.enabled", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")

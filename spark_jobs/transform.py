@@ -36,6 +36,8 @@ RECORDS = "_records"  # records in the file, header included
 FIELD_COUNT = "_field_count"
 REJECT_REASONS = "_reject_reasons"
 _EXTRA_POSITIONS = "_extra_positions"
+_TEXT = "_text_"  # prefix of a column's trimmed text
+_EXPECTED_FIELDS = "_expected_fields"
 _POSITION = "_pos_"  # prefix of the per-column header position (1-based, 0 when absent)
 
 # A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
@@ -129,12 +131,29 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
     The result has the business columns (typed; null where unparseable), ``_rescued_data`` (unknown
     columns as JSON), ``_source_file``, ``_line_number``, ``_raw_text`` and ``_reject_reasons``
     (empty for a valid row).
+
+    It works in three projections (text, then typed values, then reasons), each referring to the
+    previous one's columns: Spark keeps them apart because their columns are used several times, so
+    each value is computed once per row and each generated method stays small enough for the JIT.
     """
     usable = headers.where(F.col(FILE_ERROR).isNull()).drop(HEADER_TEXT, FILE_ERROR, RECORDS)
     rows = raw.join(F.broadcast(usable), SOURCE_FILE).where(F.col(RECORD_ID) != F.col(HEADER_ID))
     cells = F.array(*CELLS)
-    text = {name: F.trim(F.get(cells, F.col(_POSITION + name) - 1)) for name in ORDER_COLUMNS}
+    extra_names = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.element_at(F.col(HEADER_NAMES), pos))
+    extra_values = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.get(cells, pos - 1))
+    texts = rows.select(
+        *[F.trim(F.get(cells, F.col(_POSITION + name) - 1)).alias(_TEXT + name) for name in ORDER_COLUMNS],
+        F.when(F.size(F.col(_EXTRA_POSITIONS)) > 0, F.to_json(F.map_from_arrays(extra_names, extra_values))).alias(
+            RESCUED_DATA
+        ),
+        F.col(SOURCE_FILE),
+        (F.col(RECORD_ID) - F.col(HEADER_ID) + 1).alias(LINE_NUMBER),
+        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*CELLS))).alias(RAW_TEXT),
+        F.size(F.col(HEADER_NAMES)).alias(_EXPECTED_FIELDS),
+        _record_field_count().alias(FIELD_COUNT),
+    )
 
+    text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
     timestamp_text = F.regexp_replace(text[EVENT_TIME], "T", " ")
     timestamp = F.try_to_timestamp(F.concat(timestamp_text, F.lit(" +00:00")), F.lit("yyyy-MM-dd HH:mm:ss XXX"))
     typed = {
@@ -146,46 +165,43 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
     }
     for name in OPTIONAL_DATE_COLUMNS:
         typed[name] = F.when(text[name].rlike(_DATE), F.try_to_date(text[name], "yyyy-MM-dd"))
+    values = texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
-    expected_fields = F.size(F.col(HEADER_NAMES))
-    actual_fields = _record_field_count()
+    value = {name: F.col(name) for name in ORDER_COLUMNS}
     value_reasons = [
         _reason(F.col(RAW_TEXT).contains("\ufffd"), "invalid UTF-8 bytes"),
         _reason(F.col(RAW_TEXT).contains("\u0000"), "contains a NUL byte"),
         _reason(_blank(text["tracking_num"]), "tracking_num is empty"),
         _reason(_blank(text["status"]), "status is empty"),
         _reason(_blank(text["order_num"]), "order_num is empty"),
-        _reason(~_blank(text["order_num"]) & typed["order_num"].isNull(), "order_num is not a whole number"),
+        _reason(~_blank(text["order_num"]) & value["order_num"].isNull(), "order_num is not a whole number"),
         _reason(_blank(text[EVENT_TIME]), "last_update_timestamp is empty"),
         _reason(
-            ~_blank(text[EVENT_TIME]) & typed[EVENT_TIME].isNull(),
+            ~_blank(text[EVENT_TIME]) & value[EVENT_TIME].isNull(),
             "last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp",
         ),
         *[
-            _reason(~_blank(text[name]) & typed[name].isNull(), f"{name} is not a yyyy-MM-dd date")
+            _reason(~_blank(text[name]) & value[name].isNull(), f"{name} is not a yyyy-MM-dd date")
             for name in OPTIONAL_DATE_COLUMNS
         ],
     ]
     wrong_width = F.array(
         F.concat(
             F.lit("expected "),
-            expected_fields.cast("string"),
+            F.col(_EXPECTED_FIELDS).cast("string"),
             F.lit(" fields, found "),
-            actual_fields.cast("string"),
+            F.col(FIELD_COUNT).cast("string"),
         )
     )
-    reasons = F.when(actual_fields != expected_fields, wrong_width).otherwise(F.array_compact(F.array(*value_reasons)))
-
-    extra_names = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.element_at(F.col(HEADER_NAMES), pos))
-    extra_values = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.get(cells, pos - 1))
-    rescued = F.when(F.size(F.col(_EXTRA_POSITIONS)) > 0, F.to_json(F.map_from_arrays(extra_names, extra_values)))
-
-    return rows.select(
-        *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()],
-        rescued.alias(RESCUED_DATA),
-        F.col(SOURCE_FILE),
-        (F.col(RECORD_ID) - F.col(HEADER_ID) + 1).alias(LINE_NUMBER),
-        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*CELLS))).alias(RAW_TEXT),
+    reasons = F.when(F.col(FIELD_COUNT) != F.col(_EXPECTED_FIELDS), wrong_width).otherwise(
+        F.array_compact(F.array(*value_reasons))
+    )
+    return values.select(
+        *ORDER_COLUMNS,
+        RESCUED_DATA,
+        SOURCE_FILE,
+        LINE_NUMBER,
+        RAW_TEXT,
         reasons.alias(REJECT_REASONS),
     )
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the load (``make bench``); see BENCHMARKS.md."""
