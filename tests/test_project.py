@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -33,3 +34,27 @@ def test_wheel_ships_the_jobs_with_their_entry_points(tmp_path):
     assert not any(name.startswith(("tests/", "dags/", "plugins/")) for name in names)
     assert "stage-orders = spark_jobs.stage_orders:main" in entry_points
     assert "merge-orders = spark_jobs.merge_orders:main" in entry_points
+
+
+CREDENTIAL_PATTERNS = {
+    "Databricks token": re.compile(r"dapi[0-9a-f]{32}"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "service-account key file": re.compile(r'"private_key_id"\s*:\s*"[0-9a-f]{16,}"'),
+    "Google API key": re.compile(r"AIza[0-9A-Za-z_\-]{35}"),
+}
+
+
+def test_the_repo_holds_no_credential():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    assert ".env.example" in tracked
+    assert ".env" not in tracked
+    found = []
+    for name in tracked:
+        path = REPO / name
+        if not path.is_file() or path.suffix in {".png", ".jar"}:
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            # The secrets test's own fakes are marked FAKE (f-strings keep the key markers out of this file).
+            if "FAKE" not in line:
+                found += [(name, kind) for kind, pattern in CREDENTIAL_PATTERNS.items() if pattern.search(line)]
+    assert found == []

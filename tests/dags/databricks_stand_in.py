@@ -38,6 +38,7 @@ class JobsApiStandIn:
         self.runs: dict[int, dict] = {}
         self.tokens: dict[str, int] = {}
         self.cancelled: list[int] = []
+        self.authorizations: set[str] = set()  # Authorization headers received
         self.script: dict[str, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -119,6 +120,7 @@ class JobsApiStandIn:
                 self.wfile.write(data)
 
             def _route(self) -> tuple[str, dict]:
+                stand_in.authorizations.add(self.headers.get("Authorization", ""))
                 url = urlparse(self.path)
                 query = {key: values[0] for key, values in parse_qs(url.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)

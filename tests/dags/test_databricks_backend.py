@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +105,51 @@ def test_killing_the_task_cancels_its_databricks_run(databricks):
     operator.on_kill()
 
     assert databricks.cancelled == [42]
+
+
+FAKE_TOKEN = "dapi0f1e2d3c4b5a69788796a5b4c3d2e1f0-FAKE"
+FAKE_KEY_MATERIAL = "FAKE-GCP-PRIVATE-KEY-MATERIAL-7f3a9c"
+
+
+def test_no_credential_reaches_logs_xcom_or_rendered_fields(spark, gcs, databricks, monkeypatch, capfd, caplog):
+    # The emulator needs ``is_anonymous``, which the Google hook refuses beside ``keyfile_dict``; the fake key
+    # rides in the connection's password instead, so it is loaded with the connection on every GCS call.
+    private_key = f"-----BEGIN PRIVATE KEY-----\n{FAKE_KEY_MATERIAL}\n-----END PRIVATE KEY-----\n"
+    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json(token=FAKE_TOKEN))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "google_cloud_platform",
+                "password": private_key,
+                "extra": {"is_anonymous": True, "project": "test"},
+            }
+        ),
+    )
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert databricks.authorizations == {f"Bearer {FAKE_TOKEN}"}  # the token was used, over the wire only
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = session.query(XComModel).filter_by(dag_id=DAG_ID, run_id=outcome.run_id).all()
+        rendered = session.query(RenderedTaskInstanceFields).filter_by(dag_id=DAG_ID, run_id=outcome.run_id).all()
+        searched = {
+            "xcom": [json.dumps(x.value, default=str) for x in xcoms],
+            "rendered fields": [json.dumps(r.rendered_fields, default=str) for r in rendered],
+        }
+    out, err = capfd.readouterr()
+    log_files = [p for p in Path(os.environ["AIRFLOW_HOME"], "logs").rglob("*") if p.is_file()]
+    searched["task output and logs"] = [out, err, caplog.text, *(p.read_text(errors="replace") for p in log_files)]
+    assert {"list_new_files", "stage_orders", "merge_orders"} <= {x.task_id for x in xcoms}
+    assert {r.task_id for r in rendered} >= {"stage_orders", "merge_orders"}
+    assert "manifest" in " ".join(searched["rendered fields"])  # the rendered run specs were searched
+    assert "rows_inserted" in caplog.text + out + err
+    for secret in (FAKE_TOKEN, FAKE_KEY_MATERIAL):
+        leaks = {where: sum(secret in text for text in texts) for where, texts in searched.items()}
+        assert leaks == dict.fromkeys(searched, 0), secret
