@@ -11,7 +11,7 @@ import csv
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 HEADER = (
@@ -95,17 +95,3 @@ def write_csv_files(rows: Iterator[tuple[str, ...]], directory: Path, files: int
         for handle in handles:
             handle.close()
     return paths
-
-
-def target_rows_sql(rows: int) -> str:
-    """A Spark SQL query producing a target of ``rows`` orders (the target table's business columns)."""
-    return f"""
-        SELECT id + 1 AS order_num,
-               concat('TRK', lpad(CAST(id + 1 AS STRING), 10, '0')) AS tracking_num,
-               date_add(DATE'{BASE_TIME:%Y-%m-%d}', CAST((id + 1) % 365 AS INT)) AS pck_recieved_date,
-               CAST(NULL AS DATE) AS package_deliver_date,
-               'In Transit' AS status,
-               concat(CAST(id % 9999 + 1 AS STRING), ' Elm St') AS address,
-               timestamp_seconds({int(BASE_TIME.replace(tzinfo=UTC).timestamp())} + id + 1) AS last_update_timestamp
-        FROM range({rows})
-    """
