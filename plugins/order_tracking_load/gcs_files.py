@@ -53,6 +53,12 @@ def _bucket(settings: LoadSettings) -> Any:
     return GCSHook(gcp_conn_id=settings.gcp_conn_id).get_conn().bucket(settings.bucket)
 
 
+def list_objects(settings: LoadSettings, prefix: str) -> list:
+    """Every object under ``prefix``, listed whole (bounded retries, one clear error on an outage)."""
+    with gcs_errors(f"list gs://{settings.bucket}/{prefix}", settings):
+        return list(_bucket(settings).list_blobs(prefix=prefix, retry=gcs_retry(settings)))
+
+
 class NewFilesTrigger(GCSPrefixBlobTrigger):
     """Prefix trigger that also ends at a deadline, with a ``timeout`` event.
 
@@ -107,9 +113,7 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
 
     def poke(self, context: Context) -> bool:
         """One listing, with the bounded retry policy and a clear error when GCS cannot be reached."""
-        with gcs_errors(f"list gs://{self.bucket}/{self.prefix}", self.settings):
-            blobs = _bucket(self.settings).list_blobs(prefix=self.prefix, retry=gcs_retry(self.settings))
-            self._matches = [blob.name for blob in blobs]
+        self._matches = [blob.name for blob in list_objects(self.settings, self.prefix)]
         return bool(self._matches)
 
     def execute(self, context: Context) -> Any:
@@ -173,10 +177,8 @@ def batch_key(run_id: str) -> str:
 
 def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
-    bucket = _bucket(settings)
     prefix = source_prefix(context, settings)
-    with gcs_errors(f"list gs://{settings.bucket}/{prefix}", settings):
-        blobs = list(bucket.list_blobs(prefix=prefix, retry=gcs_retry(settings)))
+    blobs = list_objects(settings, prefix)
     files = [
         {
             "uri": f"gs://{settings.bucket}/{blob.name}",
@@ -208,7 +210,7 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     # Written only after the whole listing succeeded, in one upload: GCS makes the object appear whole
     # or not at all, so no partial manifest can exist.
     with gcs_errors(f"write gs://{settings.bucket}/{manifest_name}", settings):
-        bucket.blob(manifest_name).upload_from_string(
+        _bucket(settings).blob(manifest_name).upload_from_string(
             json.dumps(manifest, indent=2), content_type="application/json", retry=gcs_retry(settings)
         )
     LOG.info(
