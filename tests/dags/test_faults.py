@@ -8,10 +8,9 @@ from airflow.providers.common.compat.sdk import AirflowException
 from order_tracking_load import gcs_files
 from tests.conftest import SEED_FILES, seed_rows
 from tests.dags.conftest import run_dag, upload_seed
-from tests.spark_jobs.helpers import read
+from tests.spark_jobs.helpers import HEADER, read
 from tests.spark_jobs.test_seed_load import distinct_seed_events
 
-HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
 SEED_INPUT = [f"input/{path.name}" for path in SEED_FILES]
 
 

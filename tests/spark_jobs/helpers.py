@@ -12,6 +12,8 @@ from spark_jobs.schema import ORDER_COLUMNS
 from spark_jobs.stage_orders import stage_orders
 
 BUSINESS = list(ORDER_COLUMNS)
+# The seed files' header line, for tests that write their own CSV files.
+HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
 
 
 def load_batch(

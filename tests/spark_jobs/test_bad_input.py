@@ -13,9 +13,8 @@ from spark_jobs.cli import OrderLoadError
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.stage_orders import stage_orders
 from tests.conftest import SEED_FILES
-from tests.spark_jobs.helpers import BUSINESS, load_batch, read, write_csv
+from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
 
-HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
 MALFORMED = HEADER + (
     "1,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00\n"
     "2,TRK2,2023-01-01,,In Transit,1 Elm St\n"

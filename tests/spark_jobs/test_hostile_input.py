@@ -5,9 +5,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from spark_jobs.stage_orders import stage_orders
-from tests.spark_jobs.helpers import read, write_csv
-
-HEADER = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
+from tests.spark_jobs.helpers import HEADER, read, write_csv
 
 
 def row(key: str, address: str = "1 Elm St") -> str:

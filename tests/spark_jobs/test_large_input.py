@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from bench.workload import HEADER, BatchShape, write_csv_files
+from bench.workload import BatchShape, write_csv_files
 from spark_jobs.stage_orders import stage_orders
-from tests.spark_jobs.helpers import read, write_csv
+from tests.spark_jobs.helpers import HEADER, read, write_csv
 
-CSV_HEADER = ",".join(HEADER) + "\n"
 MIB = 1024 * 1024
 
 
@@ -21,7 +20,7 @@ def test_a_10_mb_field_is_loaded_intact(spark, tables, tmp_path):
     path = write_csv(
         tmp_path,
         "wide.csv",
-        CSV_HEADER
+        HEADER
         + f'1,TRK1,2023-01-01,,In Transit,"{address}",2023-01-01 10:00:00\n'
         + "2,TRK2,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00\n",
     )
@@ -57,7 +56,7 @@ def test_1000_tiny_files_in_one_batch(spark, tables, tmp_path):
         write_csv(
             tmp_path / "tiny",
             f"tiny {i:04d}.csv",
-            CSV_HEADER + f"{i},TRK{i:04d},2023-01-01,,In Transit,{i} Elm St,2023-01-01 10:00:00\n",
+            HEADER + f"{i},TRK{i:04d},2023-01-01,,In Transit,{i} Elm St,2023-01-01 10:00:00\n",
         )
         for i in range(1000)
     ]
