@@ -151,9 +151,22 @@ def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
     return rows[0].asDict(recursive=True) if rows else None
 
 
+def ensure_audit_table(spark: SparkSession, audit: str) -> None:
+    """Create the audit table, or add the columns an older version of this code did not write."""
+    create_table_if_absent(spark, audit, AUDIT_SCHEMA)
+    current = read_table(spark, audit).schema
+    missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_SCHEMA.fields if f.name not in current.names]
+    file_fields = current["files"].dataType.elementType.names
+    missing += [
+        f"files.element.`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_FILE.fields if f.name not in file_fields
+    ]
+    if missing:
+        spark.sql(f"ALTER TABLE {table_sql(audit)} ADD COLUMNS ({', '.join(missing)})")
+
+
 def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
     """Write the batch's audit record, replacing an earlier one of the same batch; absent fields are null."""
-    create_table_if_absent(spark, audit, AUDIT_SCHEMA)
+    ensure_audit_table(spark, audit)
     full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
     spark.createDataFrame([full], AUDIT_SCHEMA).createOrReplaceTempView("order_tracking_audit_record")
     spark.sql(

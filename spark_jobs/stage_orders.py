@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
 from spark_jobs.extract import RAW_TEXT, read_manifest, read_raw_records
-from spark_jobs.load import upsert_audit
+from spark_jobs.load import ensure_audit_table, upsert_audit
 from spark_jobs.schema import BATCH_ID, LINE_NUMBER, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
@@ -103,6 +103,7 @@ def mark_redeliveries(spark: SparkSession, files: list[dict], audit_table: str |
     loaded = [f for f in files if f["status"] == "loaded" and f["fingerprint"]]
     if not audit_table or not loaded or not table_exists(spark, audit_table):
         return 0
+    ensure_audit_table(spark, audit_table)
     uris = [f["uri"] for f in loaded]
     prints = [f["fingerprint"] for f in loaded]
     earlier = (
