@@ -11,8 +11,12 @@ import csv
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 HEADER = (
     "order_num",
@@ -95,3 +99,32 @@ def write_csv_files(rows: Iterator[tuple[str, ...]], directory: Path, files: int
         for handle in handles:
             handle.close()
     return paths
+
+
+def target_frame(spark: SparkSession, rows: int, files: int) -> DataFrame:
+    """The target's ``rows`` orders, made by Spark (not Python) so that 16M rows take seconds.
+
+    Order ``i`` has key ``key(i)`` and last changed at ``BASE_TIME + i`` seconds, as the batches
+    assume. ``files`` partitions of consecutive orders become ``files`` key-sorted data files.
+    """
+    from pyspark.sql import functions as F
+
+    i = F.col("id")
+    base = int(BASE_TIME.replace(tzinfo=UTC).timestamp())
+    status = F.element_at(F.array(*[F.lit(s) for s in STATUSES]), (i % len(STATUSES) + 1).cast("int"))
+    street = F.element_at(F.array(*[F.lit(s) for s in STREETS]), (i % len(STREETS) + 1).cast("int"))
+    when = F.timestamp_seconds(F.lit(base) + i)
+    return spark.range(1, rows + 1, numPartitions=max(1, files)).select(
+        i.alias("order_num"),
+        F.concat(F.lit("TRK"), F.lpad(i.cast("string"), 10, "0")).alias("tracking_num"),
+        F.date_add(F.lit(BASE_TIME.date()), (i % 365).cast("int")).alias("pck_recieved_date"),
+        F.when(status == "Delivered", F.to_date(when)).alias("package_deliver_date"),
+        status.alias("status"),
+        F.format_string("%d %s, Apt %d", (i * 7919) % 9999 + 1, street, i % 97).alias("address"),
+        when.alias("last_update_timestamp"),
+        F.lit(None).cast("string").alias("_rescued_data"),
+        F.lit("bench://target").alias("_source_file"),
+        i.alias("_line_number"),
+        F.lit("bench-target").alias("_batch_id"),
+        F.lit(BASE_TIME).cast("timestamp").alias("_ingested_at"),
+    )

@@ -1,0 +1,409 @@
+"""The benchmark's measurements. Each returns plain dicts (seconds, counts, Delta operation metrics).
+
+Every timed run starts from the same table state: tables are built once per size and put back with
+``RESTORE`` (untimed) between runs, so repeats measure the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from bench.original import damage, original_load, original_target
+from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
+from spark_jobs.load import ensure_current_state_tables
+from spark_jobs.merge_orders import merge_orders
+from spark_jobs.schema import KEY, ORDER_COLUMNS, TARGET_COLUMNS
+from spark_jobs.stage_orders import stage_orders
+from spark_jobs.tables import table_sql
+
+BATCH_FILES = 8  # CSV files per batch: a few per core, as a day's drops would be
+# The CSV columns with their contract types: what a plain typed read of the files gives.
+FLOOR_SCHEMA = T.StructType([T.StructField(name, ORDER_COLUMNS[name]) for name in HEADER])
+MERGE_METRICS = (
+    "numSourceRows",
+    "numTargetRowsInserted",
+    "numTargetRowsUpdated",
+    "numTargetRowsCopied",
+    "numOutputRows",
+    "numTargetFilesAdded",
+    "numTargetFilesRemoved",
+    "numTargetDeletionVectorsAdded",
+    "numTargetDeletionVectorsUpdated",
+    "scanTimeMs",
+    "rewriteTimeMs",
+    "executionTimeMs",
+)
+
+
+def median(values: list[float]) -> float:
+    """The median, rounded to milliseconds."""
+    return round(statistics.median(values), 3)
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``action``; return its wall-clock seconds and its result."""
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+@contextmanager
+def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Set session configuration for the block, then put the previous values back."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def version(spark: SparkSession, path: str) -> int:
+    """The Delta table's current version."""
+    return int(spark.sql(f"DESCRIBE HISTORY {table_sql(path)} LIMIT 1").collect()[0]["version"])
+
+
+def restore(spark: SparkSession, path: str, to_version: int) -> None:
+    """Put the table back to ``to_version`` unless it is there already."""
+    if version(spark, path) != to_version:
+        spark.sql(f"RESTORE TABLE {table_sql(path)} TO VERSION AS OF {to_version}")
+
+
+def last_merge_metrics(spark: SparkSession, path: str) -> dict[str, int]:
+    """The operation metrics of the table's newest MERGE commit."""
+    row = (
+        spark.sql(f"DESCRIBE HISTORY {table_sql(path)}").where("operation = 'MERGE'").orderBy(F.desc("version")).first()
+    )
+    metrics = row["operationMetrics"]
+    return {name: int(metrics.get(name, 0)) for name in MERGE_METRICS}
+
+
+def data_files(spark: SparkSession, path: str, key_range: tuple[str, str] | None = None) -> int:
+    """Data files of the table's current snapshot; with ``key_range``, those whose keys' span overlaps it.
+
+    A file's key span is what its Delta min/max statistics hold, so the second figure is the set of
+    files data skipping leaves a MERGE to scan when its condition bounds the key to ``key_range``.
+    """
+    files = (
+        spark.read.format("delta")
+        .load(path)
+        .groupBy(F.col("_metadata.file_path"))
+        .agg(F.min(KEY).alias("low"), F.max(KEY).alias("high"))
+    )
+    if key_range is not None:
+        low, high = key_range
+        files = files.where((F.col("high") >= low) & (F.col("low") <= high))
+    return files.count()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Paths of one size's tables under ``root``, and the versions to restore them to."""
+
+    root: Path
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+
+def build_ours(spark: SparkSession, tables: Tables, rows: int, rows_per_file: int) -> dict[str, int]:
+    """Our target and history (clustered by key, deletion vectors) holding ``rows`` orders."""
+    target, history = tables.path("target"), tables.path("history")
+    ensure_current_state_tables(spark, target, history)
+    frame = target_frame(spark, rows, math.ceil(rows / rows_per_file))
+    for path in (target, history):
+        frame.write.format("delta").mode("append").save(path)
+    return {"target": version(spark, target), "history": version(spark, history)}
+
+
+def build_baseline(spark: SparkSession, path: str, rows: int, rows_per_file: int) -> int:
+    """A plain Delta table as ``saveAsTable`` makes it: no clustering, no deletion vectors."""
+    target_frame(spark, rows, math.ceil(rows / rows_per_file)).write.format("delta").save(path)
+    return version(spark, path)
+
+
+def write_batch(root: Path, shape: BatchShape, files: int = BATCH_FILES) -> list[str]:
+    """The batch's CSV files (written once per shape)."""
+    directory = root / f"csv_{shape.target_rows}_{shape.rows}_{files}"
+    done = directory / "_done"
+    if not done.exists():
+        write_csv_files(shape.events(), directory, files)
+        done.touch()
+    return [str(path) for path in sorted(directory.glob("*.csv"))]
+
+
+def stage(spark: SparkSession, tables: Tables, paths: list[str], batch_id: str) -> dict:
+    """Run our stage job on ``paths``."""
+    return stage_orders(
+        spark,
+        [{"uri": p} for p in paths],
+        batch_id,
+        tables.path("staging"),
+        tables.path("rejects"),
+        audit_table=tables.path("audit"),
+    )
+
+
+def merge(spark: SparkSession, tables: Tables, batch_id: str) -> dict:
+    """Run our merge job for ``batch_id``."""
+    return merge_orders(
+        spark,
+        batch_id,
+        tables.path("staging"),
+        tables.path("target"),
+        tables.path("history"),
+        tables.path("audit"),
+    )
+
+
+def baseline_merge(spark: SparkSession, staging: str, batch_id: str, target: str) -> None:
+    """A plain key-equality MERGE of the staged batch: no key-range predicate, no newer-only guard."""
+    spark.sql(f"SELECT * FROM {table_sql(staging)}").where(F.col("_batch_id") == batch_id).select(
+        *TARGET_COLUMNS
+    ).createOrReplaceTempView("bench_source")
+    spark.sql(
+        f"MERGE INTO {table_sql(target)} AS t USING bench_source AS s ON t.{KEY} = s.{KEY} "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
+def merge_scaling(
+    spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
+) -> dict:
+    """Merge one staged batch of ``batch_rows`` into targets of ``rows``: our merge job against the baseline."""
+    tables = Tables(root / f"scaling_{rows}")
+    built = build_ours(spark, tables, rows, rows_per_file)
+    baseline = tables.path("baseline")
+    baseline_version = build_baseline(spark, baseline, rows, rows_per_file)
+    paths = write_batch(root, BatchShape(rows, batch_rows))
+    batch_id = f"bench-{rows}"
+    staged = stage(spark, tables, paths, batch_id)
+    keys = spark.read.format("delta").load(tables.path("staging")).agg(F.min(KEY), F.max(KEY)).collect()[0]
+    result: dict[str, Any] = {
+        "target_rows": rows,
+        "batch_rows": batch_rows,
+        "rows_staged": staged["rows_staged"],
+        "target_files": data_files(spark, tables.path("target")),
+        "files_scanned_ours": data_files(spark, tables.path("target"), (keys[0], keys[1])),
+        "files_scanned_baseline": data_files(spark, baseline),
+        "ours_s": [],
+        "ours_target_merge_s": [],
+        "baseline_s": [],
+    }
+    for _ in range(repeats):
+        restore(spark, tables.path("target"), built["target"])
+        restore(spark, tables.path("history"), built["history"])
+        seconds, metrics = timed(lambda: merge(spark, tables, batch_id))
+        result["ours_s"].append(seconds)
+        ours = last_merge_metrics(spark, tables.path("target"))
+        result["ours_target_merge_s"].append(ours["executionTimeMs"] / 1000)
+        restore(spark, baseline, baseline_version)
+        seconds, _ = timed(lambda: baseline_merge(spark, tables.path("staging"), batch_id, baseline))
+        result["baseline_s"].append(seconds)
+        base = last_merge_metrics(spark, baseline)
+    result.update(
+        ours_metrics=ours,
+        baseline_metrics=base,
+        merge_job=metrics,
+        write_amplification_ours=round(ours["numOutputRows"] / batch_rows, 3),
+        write_amplification_baseline=round(base["numOutputRows"] / batch_rows, 3),
+    )
+    for name in ("ours_s", "ours_target_merge_s", "baseline_s"):
+        result[name.replace("_s", "_median_s")] = median(result[name])
+    return result
+
+
+def staging_floor(spark: SparkSession, root: Path, paths: list[str], repeats: int) -> dict:
+    """Our stage job against a plain typed ``read.csv().write.parquet()`` and pyarrow, on the same files."""
+    tables = Tables(root / "staging_floor")
+    result: dict[str, Any] = {"rows": 0, "files": len(paths), "ours_s": [], "spark_floor_s": [], "pyarrow_s": []}
+    for i in range(repeats):
+        seconds, staged = timed(lambda i=i: stage(spark, tables, paths, f"floor-{i}"))
+        result["ours_s"].append(seconds)
+        result["rows"] = staged["rows_read"]
+        out = str(tables.root / "floor.parquet")
+        seconds, _ = timed(
+            lambda out=out: (
+                spark.read.schema(FLOOR_SCHEMA).option("header", True).csv(paths).write.mode("overwrite").parquet(out)
+            )
+        )
+        result["spark_floor_s"].append(seconds)
+        seconds, _ = timed(lambda: pyarrow_csv_to_parquet(paths, tables.root / "pyarrow.parquet"))
+        result["pyarrow_s"].append(seconds)
+    for name in ("ours_s", "spark_floor_s", "pyarrow_s"):
+        result[name.replace("_s", "_median_s")] = median(result[name])
+    result["ratio_ours_to_floor"] = round(result["ours_median_s"] / result["spark_floor_median_s"], 2)
+    return result
+
+
+def pyarrow_csv_to_parquet(paths: list[str], out: Path) -> int:
+    """Read the CSV files with their contract types and write one Parquet file; return the rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    types = {
+        "order_num": pa.int64(),
+        "pck_recieved_date": pa.date32(),
+        "package_deliver_date": pa.date32(),
+        "last_update_timestamp": pa.timestamp("us"),
+    }
+    options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    table = pa.concat_tables([pacsv.read_csv(path, convert_options=options) for path in paths])
+    pq.write_table(table, out)
+    return table.num_rows
+
+
+def versus_original(
+    spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
+) -> dict:
+    """Our stage and merge against the notebooks' load, on the same batch and the same target."""
+    tables = Tables(root / "versus_original")
+    built = build_ours(spark, tables, rows, rows_per_file)
+    original = tables.path("original_target")
+    original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
+    original_version = version(spark, original)
+    paths = write_batch(root, BatchShape(rows, batch_rows))
+    result: dict[str, Any] = {"target_rows": rows, "batch_rows": batch_rows, "ours_s": [], "original_s": []}
+    for i in range(repeats):
+        restore(spark, tables.path("target"), built["target"])
+        restore(spark, tables.path("history"), built["history"])
+        seconds, _ = timed(lambda i=i: (stage(spark, tables, paths, f"vs-{i}"), merge(spark, tables, f"vs-{i}")))
+        result["ours_s"].append(seconds)
+        restore(spark, original, original_version)
+        seconds, _ = timed(lambda: original_load(spark, paths, tables.path("original_staging"), original))
+        result["original_s"].append(seconds)
+    result["ours_damage"] = damage(spark, tables.path("target"), built["target"])
+    result["original_damage"] = damage(spark, original, original_version)
+    for name in ("ours_s", "original_s"):
+        result[name.replace("_s", "_median_s")] = median(result[name])
+    result["speedup"] = round(result["original_median_s"] / result["ours_median_s"], 2)
+    return result
+
+
+def small_files(spark: SparkSession, root: Path, total_rows: int, file_count: int, repeats: int) -> dict:
+    """The stage job on ``file_count`` small files against one file of the same rows."""
+    tables = Tables(root / "small_files")
+    shape = BatchShape(0, total_rows)
+    many = write_batch(root, shape, file_count)
+    one = write_batch(root, shape, 1)
+    result: dict[str, Any] = {"rows": total_rows, "files": file_count, "many_s": [], "one_s": []}
+    for i in range(repeats):
+        result["one_s"].append(timed(lambda i=i: stage(spark, tables, one, f"one-{i}"))[0])
+        result["many_s"].append(timed(lambda i=i: stage(spark, tables, many, f"many-{i}"))[0])
+    result["one_median_s"] = median(result["one_s"])
+    result["many_median_s"] = median(result["many_s"])
+    result["per_file_ms"] = round((result["many_median_s"] - result["one_median_s"]) / (file_count - 1) * 1000, 1)
+    return result
+
+
+def experiments(
+    spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
+) -> list[dict]:
+    """The target MERGE (``merge_latest``, as the job runs it) under each layout and setting we tried."""
+    from spark_jobs.load import KeyRange, merge_latest
+
+    tables = Tables(root / f"experiments_{rows}")
+    built = build_ours(spark, tables, rows, rows_per_file)
+    target = tables.path("target")
+    paths = write_batch(root, BatchShape(rows, batch_rows))
+    stage(spark, tables, paths, "exp")
+    batch = spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == "exp")
+    low, high = batch.agg(F.min(KEY), F.max(KEY)).collect()[0]
+    full_range = KeyRange("", "\uffff")
+
+    def run(name: str, note: str, key_range: KeyRange, conf: dict[str, str] | None = None, setup: str = "") -> dict:
+        times, metrics = [], {}
+        for _ in range(repeats):
+            restore(spark, target, built["target"])
+            if setup:
+                spark.sql(setup.format(target=table_sql(target)))
+            with spark_conf(spark, conf or {}):
+                times.append(timed(lambda: merge_latest(spark, batch, target, key_range))[0])
+            metrics = last_merge_metrics(spark, target)
+        return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
+
+    dv_off = "ALTER TABLE {target} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
+    results = [
+        run("kept: clustered, deletion vectors, key-range predicate", "the shipped settings", KeyRange(low, high)),
+        run("no key-range predicate", "ON t.key = s.key only", full_range),
+        run("no deletion vectors", "copy-on-write rewrite of touched files", KeyRange(low, high), setup=dv_off),
+        run(
+            "optimized writes + auto-compaction",
+            "delta.optimizeWrite / autoCompact session defaults",
+            KeyRange(low, high),
+            {
+                "spark.databricks.delta.optimizeWrite.enabled": "true",
+                "spark.databricks.delta.autoCompact.enabled": "true",
+            },
+        ),
+    ]
+    for partitions in ("1", "16", "64"):
+        results.append(
+            run(
+                f"shuffle partitions {partitions}",
+                "default in this session: " + spark.conf.get("spark.sql.shuffle.partitions"),
+                KeyRange(low, high),
+                {"spark.sql.shuffle.partitions": partitions},
+            )
+        )
+    # Layout: the same rows, files not sorted by key (as appends in arrival order would leave them).
+    shuffled = tables.path("target_unsorted")
+    ensure_current_state_tables(spark, shuffled, tables.path("history_unsorted"))
+    target_frame(spark, rows, math.ceil(rows / rows_per_file)).repartition(
+        math.ceil(rows / rows_per_file)
+    ).write.format("delta").mode("append").save(shuffled)
+    shuffled_version = version(spark, shuffled)
+    times = []
+    for _ in range(repeats):
+        restore(spark, shuffled, shuffled_version)
+        times.append(timed(lambda: merge_latest(spark, batch, shuffled, KeyRange(low, high)))[0])
+    results.append(
+        {
+            "name": "layout: files not sorted by key",
+            "note": "same rows in random file order",
+            "seconds": times,
+            "median_s": median(times),
+            "metrics": last_merge_metrics(spark, shuffled),
+        }
+    )
+    # Layout: OPTIMIZE (liquid clustering by key) of the kept layout into Delta's default file size.
+    spark.sql(f"OPTIMIZE {table_sql(target)}")
+    optimized_version = version(spark, target)
+    times = []
+    for _ in range(repeats):
+        restore(spark, target, optimized_version)
+        times.append(timed(lambda: merge_latest(spark, batch, target, KeyRange(low, high)))[0])
+    results.append(
+        {
+            "name": "layout: OPTIMIZE (liquid clustering) to default file size",
+            "note": f"{data_files(spark, target)} files after OPTIMIZE",
+            "seconds": times,
+            "median_s": median(times),
+            "metrics": last_merge_metrics(spark, target),
+        }
+    )
+    return results
+
+
+def to_json(results: dict, path: Path) -> None:
+    """Write the results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
