@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
 from spark_jobs.extract import RAW_TEXT, read_manifest, read_raw_records
 from spark_jobs.load import ensure_audit_table, upsert_audit
-from spark_jobs.schema import BATCH_ID, LINE_NUMBER, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
+from spark_jobs.schema import BATCH_ID, LINE_NUMBER, MAX_COLUMNS, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
     FILE_ERROR,
@@ -29,6 +29,7 @@ from spark_jobs.transform import (
     rejected_files,
     rejected_rows,
     valid_rows,
+    widest_header,
 )
 
 DEFAULT_MAX_REJECT_FRACTION = 0.1
@@ -42,6 +43,17 @@ def persist_if_supported(df: DataFrame) -> DataFrame:
     except Exception as error:  # noqa: BLE001 - the refusal's error class differs across runtimes
         LOG.warning("cannot cache the input scan (%s); it will be read more than once", error)
         return df
+
+
+def read_width(spark: SparkSession, uris: list[str]) -> int:
+    """Columns to read the batch with: one more than its widest header, so that every record keeps its raw text.
+
+    A cheap first pass (one column) finds the widest header; reading all ``MAX_COLUMNS`` columns instead
+    costs several seconds per million records. Headers of ``MAX_COLUMNS`` or more fields are read at
+    ``MAX_COLUMNS`` and rejected by ``file_headers``.
+    """
+    widest = widest_header(read_raw_records(spark, uris, columns=1)).collect()[0]["widest"]
+    return min(MAX_COLUMNS, (widest or 1) + 1)
 
 
 def source_key(path: str) -> str:
@@ -164,10 +176,13 @@ def stage_orders(
     if not inputs:
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
-    raw = persist_if_supported(read_raw_records(spark, [item["uri"] for item in inputs]))
+    uris = [item["uri"] for item in inputs]
+    raw = persist_if_supported(read_raw_records(spark, uris, read_width(spark, uris)))
+    parsed = None
     try:
         headers = file_headers(raw)
-        parsed = parse_orders(raw, headers)
+        # Parsed once and kept: the per-file counts, the rejects and the staging rows all read it.
+        parsed = persist_if_supported(parse_orders(raw, headers))
         files = file_summaries(inputs, headers, parsed)
         files_redelivered = mark_redeliveries(spark, files, audit_table, batch_id)
         rows_read = sum(f["rows"] for f in files if f["status"] == "loaded")
@@ -216,6 +231,8 @@ def stage_orders(
         staged = collapse_to_latest(valid_rows(parsed, batch_id, started_at))
         replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
     finally:
+        if parsed is not None:
+            parsed.unpersist()
         raw.unpersist()
 
     totals = (

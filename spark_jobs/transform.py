@@ -10,7 +10,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.extract import CELLS, RAW_TEXT, RECORD_ID
+from spark_jobs.extract import RAW_TEXT, RECORD_ID, raw_cells
 from spark_jobs.schema import (
     BATCH_ID,
     EVENT_TIME,
@@ -53,19 +53,28 @@ def field_count(raw_text: Column) -> Column:
     return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
 
 
-def _record_field_count() -> Column:
-    # Spark drops the raw text only when a record has exactly MAX_COLUMNS fields.
-    return F.coalesce(field_count(F.col(RAW_TEXT)), F.lit(MAX_COLUMNS))
+def _record_field_count(columns: int, raw_text: Column | None = None) -> Column:
+    # Spark drops the raw text only when a record has exactly as many fields as the read has columns.
+    return F.coalesce(field_count(F.col(RAW_TEXT) if raw_text is None else raw_text), F.lit(columns))
+
+
+def widest_header(raw: DataFrame) -> DataFrame:
+    """One row, one column ``widest``: the most fields any file's header (first record) has; null if no record."""
+    # The cells ride along: Spark refuses a CSV query that reads nothing but the corrupt-record column.
+    header = F.struct(F.col(RAW_TEXT).alias("text"), *raw_cells(raw))
+    first = raw.groupBy(SOURCE_FILE).agg(F.min_by(header, F.col(RECORD_ID)).alias("h"))
+    return first.agg(F.max(_record_field_count(len(raw_cells(raw)), F.col("h.text"))).alias("widest"))
 
 
 def file_headers(raw: DataFrame) -> DataFrame:
     """One row per non-empty file: header names, header text, column positions and why the file is unusable."""
+    columns = len(raw_cells(raw))
     first = raw.groupBy(SOURCE_FILE).agg(
-        F.min_by(F.struct(F.array(*CELLS).alias("cells"), F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("h"),
+        F.min_by(F.struct(F.array(*raw_cells(raw)).alias("cells"), F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("h"),
         F.min(RECORD_ID).alias(HEADER_ID),
         F.count("*").alias(RECORDS),
     )
-    width = F.least(F.coalesce(field_count(F.col("h." + RAW_TEXT)), F.lit(MAX_COLUMNS)), F.lit(MAX_COLUMNS))
+    width = F.least(F.coalesce(field_count(F.col("h." + RAW_TEXT)), F.lit(columns)), F.lit(columns))
     names = F.transform(
         F.slice(F.col("h.cells"), 1, width),
         lambda name, i: F.when(
@@ -138,7 +147,7 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
     """
     usable = headers.where(F.col(FILE_ERROR).isNull()).drop(HEADER_TEXT, FILE_ERROR, RECORDS)
     rows = raw.join(F.broadcast(usable), SOURCE_FILE).where(F.col(RECORD_ID) != F.col(HEADER_ID))
-    cells = F.array(*CELLS)
+    cells = F.array(*raw_cells(raw))
     extra_names = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.element_at(F.col(HEADER_NAMES), pos))
     extra_values = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.get(cells, pos - 1))
     texts = rows.select(
@@ -148,9 +157,9 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
         ),
         F.col(SOURCE_FILE),
         (F.col(RECORD_ID) - F.col(HEADER_ID) + 1).alias(LINE_NUMBER),
-        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*CELLS))).alias(RAW_TEXT),
+        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*raw_cells(raw)))).alias(RAW_TEXT),
         F.size(F.col(HEADER_NAMES)).alias(_EXPECTED_FIELDS),
-        _record_field_count().alias(FIELD_COUNT),
+        _record_field_count(len(raw_cells(raw))).alias(FIELD_COUNT),
     )
 
     text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
