@@ -37,7 +37,7 @@ TOP_REASONS = 3
 
 
 def persist_if_supported(df: DataFrame) -> DataFrame:
-    """Cache the scan so the input is read once; serverless compute refuses caching, and then it is read again."""
+    """Cache a frame read more than once; serverless compute refuses caching, and then it is computed again."""
     try:
         return df.persist(StorageLevel.MEMORY_AND_DISK)
     except Exception as error:  # noqa: BLE001 - the refusal's error class differs across runtimes
@@ -177,12 +177,12 @@ def stage_orders(
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
     uris = [item["uri"] for item in inputs]
-    raw = persist_if_supported(read_raw_records(spark, uris, read_width(spark, uris)))
-    parsed = None
+    raw = read_raw_records(spark, uris, read_width(spark, uris))
+    # Kept once computed: the per-file counts, the rejects and the staging rows all read them. The
+    # files are read once more for the headers; caching the raw records costs more than that read.
+    headers = persist_if_supported(file_headers(raw))
+    parsed = persist_if_supported(parse_orders(raw, headers))
     try:
-        headers = file_headers(raw)
-        # Parsed once and kept: the per-file counts, the rejects and the staging rows all read it.
-        parsed = persist_if_supported(parse_orders(raw, headers))
         files = file_summaries(inputs, headers, parsed)
         files_redelivered = mark_redeliveries(spark, files, audit_table, batch_id)
         rows_read = sum(f["rows"] for f in files if f["status"] == "loaded")
@@ -231,9 +231,8 @@ def stage_orders(
         staged = collapse_to_latest(valid_rows(parsed, batch_id, started_at))
         replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
     finally:
-        if parsed is not None:
-            parsed.unpersist()
-        raw.unpersist()
+        parsed.unpersist()
+        headers.unpersist()
 
     totals = (
         read_table(spark, staging_table)
