@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := .jars/.copied
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv jars test lint format wheel demo compose-check bench clean
+.PHONY: venv jars test lint format wheel demo compose-check bench bench-smoke clean
 
 venv: $(STAMP)
 
@@ -48,8 +49,13 @@ compose-check: venv ## docker-compose.yaml against the Compose spec; the image t
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml
 	$(PY) scripts/check_image_version.py
 
-bench: ## not built yet (issue 5); fails rather than pretending
-	@echo "make bench is not implemented yet: see issue 5 (bench/workload.py, the generator, exists)"; exit 1
+bench: venv jars ## merge scaling, staging floor, versus the notebooks, fixed costs, experiments (about 40 min on 2 cores)
+	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.report
+
+bench-smoke: venv jars ## the benchmark at tiny sizes, for correctness only (no timing goals)
+	$(PY) -m bench.run --sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k \
+		--small-files 20 --small-files-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .local

@@ -141,7 +141,7 @@ def build_baseline(spark: SparkSession, path: str, rows: int, rows_per_file: int
 
 def write_batch(root: Path, shape: BatchShape, files: int = BATCH_FILES) -> list[str]:
     """The batch's CSV files (written once per shape)."""
-    directory = root / f"csv_{shape.target_rows}_{shape.rows}_{files}"
+    directory = root / f"csv_{shape.target_rows}_{shape.rows}_{files}_{shape.recent_fraction}"
     done = directory / "_done"
     if not done.exists():
         write_csv_files(shape.events(), directory, files)
@@ -187,7 +187,11 @@ def baseline_merge(spark: SparkSession, staging: str, batch_id: str, target: str
 def merge_scaling(
     spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
 ) -> dict:
-    """Merge one staged batch of ``batch_rows`` into targets of ``rows``: our merge job against the baseline."""
+    """Merge one staged batch of ``batch_rows`` into targets of ``rows``: our merge job against the baseline.
+
+    Then our merge job once more with a batch of new and recent orders only (no random older ones),
+    the case where the key-range predicate can skip most of the target.
+    """
     tables = Tables(root / f"scaling_{rows}")
     built = build_ours(spark, tables, rows, rows_per_file)
     baseline = tables.path("baseline")
@@ -195,17 +199,17 @@ def merge_scaling(
     paths = write_batch(root, BatchShape(rows, batch_rows))
     batch_id = f"bench-{rows}"
     staged = stage(spark, tables, paths, batch_id)
-    keys = spark.read.format("delta").load(tables.path("staging")).agg(F.min(KEY), F.max(KEY)).collect()[0]
     result: dict[str, Any] = {
         "target_rows": rows,
         "batch_rows": batch_rows,
         "rows_staged": staged["rows_staged"],
         "target_files": data_files(spark, tables.path("target")),
-        "files_scanned_ours": data_files(spark, tables.path("target"), (keys[0], keys[1])),
+        "files_scanned_ours": data_files(spark, tables.path("target"), staged_key_range(spark, tables, batch_id)),
         "files_scanned_baseline": data_files(spark, baseline),
         "ours_s": [],
         "ours_target_merge_s": [],
         "baseline_s": [],
+        "baseline_target_merge_s": [],
     }
     for _ in range(repeats):
         restore(spark, tables.path("target"), built["target"])
@@ -218,6 +222,7 @@ def merge_scaling(
         seconds, _ = timed(lambda: baseline_merge(spark, tables.path("staging"), batch_id, baseline))
         result["baseline_s"].append(seconds)
         base = last_merge_metrics(spark, baseline)
+        result["baseline_target_merge_s"].append(base["executionTimeMs"] / 1000)
     result.update(
         ours_metrics=ours,
         baseline_metrics=base,
@@ -225,9 +230,33 @@ def merge_scaling(
         write_amplification_ours=round(ours["numOutputRows"] / batch_rows, 3),
         write_amplification_baseline=round(base["numOutputRows"] / batch_rows, 3),
     )
-    for name in ("ours_s", "ours_target_merge_s", "baseline_s"):
+    for name in ("ours_s", "ours_target_merge_s", "baseline_s", "baseline_target_merge_s"):
         result[name.replace("_s", "_median_s")] = median(result[name])
+
+    local_id = f"bench-{rows}-local"
+    stage(spark, tables, write_batch(root, BatchShape(rows, batch_rows, recent_fraction=0.90)), local_id)
+    local: dict[str, Any] = {
+        "files_scanned": data_files(spark, tables.path("target"), staged_key_range(spark, tables, local_id)),
+        "seconds": [],
+        "target_merge_s": [],
+    }
+    for _ in range(repeats):
+        restore(spark, tables.path("target"), built["target"])
+        restore(spark, tables.path("history"), built["history"])
+        local["seconds"].append(timed(lambda: merge(spark, tables, local_id))[0])
+        local["metrics"] = last_merge_metrics(spark, tables.path("target"))
+        local["target_merge_s"].append(local["metrics"]["executionTimeMs"] / 1000)
+    local["median_s"] = median(local["seconds"])
+    local["target_merge_median_s"] = median(local["target_merge_s"])
+    result["local_batch"] = local
     return result
+
+
+def staged_key_range(spark: SparkSession, tables: Tables, batch_id: str) -> tuple[str, str]:
+    """The smallest and greatest key of a staged batch: the range the merge's predicate bounds."""
+    staging = spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == batch_id)
+    low, high = staging.agg(F.min(KEY), F.max(KEY)).collect()[0]
+    return low, high
 
 
 def staging_floor(spark: SparkSession, root: Path, paths: list[str], repeats: int) -> dict:

@@ -210,7 +210,12 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
     scaling_ratio = round(largest["ours_median_s"] / smallest["ours_median_s"], 2)
     target_merge_ratio = round(largest["ours_target_merge_median_s"] / smallest["ours_target_merge_median_s"], 2)
     baseline_ratio = round(largest["baseline_median_s"] / smallest["baseline_median_s"], 2)
+    local = {}
+    if "local_batch" in largest:
+        value = round(largest["local_batch"]["median_s"] / smallest["local_batch"]["median_s"], 2)
+        local = {"local_batch_scaling_ratio": {"value": value, "goal": "<= 1.5", "met": value <= 1.5}}
     return {
+        **local,
         "merge_scaling_ratio": {"value": scaling_ratio, "goal": "<= 1.5", "met": scaling_ratio <= 1.5},
         "target_merge_scaling_ratio": {"value": target_merge_ratio, "goal": "<= 1.5", "met": target_merge_ratio <= 1.5},
         "baseline_scaling_ratio": {"value": baseline_ratio, "goal": "contrast", "met": None},

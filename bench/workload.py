@@ -70,7 +70,9 @@ class BatchShape:
         numbers += [rng.randint(1, max(1, recent_low - 1)) for _ in range(older)]
         rng.shuffle(numbers)
         rows = [_row(number, UPDATE_TIME + timedelta(seconds=i), rng) for i, number in enumerate(numbers)]
-        rows += [_row(rng.randint(1, max(n, 1)), STALE_TIME, rng) for _ in range(stale)]
+        # Late events of orders the batch may touch: anywhere, unless the batch has no older updates.
+        stale_low = 1 if older else recent_low
+        rows += [_row(rng.randint(stale_low, max(n, 1)), STALE_TIME, rng) for _ in range(stale)]
         rows += [rows[rng.randrange(body)] for _ in range(duplicates)]
         rng.shuffle(rows)
         return iter(rows)

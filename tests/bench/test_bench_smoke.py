@@ -1,0 +1,86 @@
+"""The benchmark at tiny sizes, for correctness only: what it measures and reports, never how fast."""
+
+from __future__ import annotations
+
+import json
+
+from bench import cases, report
+from bench.run import goals, size
+from bench.workload import BatchShape
+
+
+def test_sizes_parse_as_the_command_line_writes_them() -> None:
+    assert [size(text) for text in ("16M", "250k", "1000", "1.5M")] == [16_000_000, 250_000, 1_000, 1_500_000]
+
+
+def test_the_batch_shape_is_the_issues_mix() -> None:
+    events = list(BatchShape(target_rows=20_000, rows=2_000).events())
+    numbers = [int(event[0]) for event in events]
+    assert len(events) == 2_000
+    assert sum(n > 20_000 for n in numbers) == 199  # 10% of the 1,996 non-duplicate, non-stale rows are new
+    assert sum(19_001 <= n <= 20_000 for n in numbers) >= 1_696  # 85% update the most recent 5%
+    assert len(events) - len(set(events)) == 2  # one exact duplicate per thousand
+    assert events == list(BatchShape(target_rows=20_000, rows=2_000).events())  # seeded
+
+
+def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
+    scaling = cases.merge_scaling(spark, tmp_path, rows=20_000, batch_rows=2_000, repeats=1, rows_per_file=5_000)
+    ours, baseline = scaling["ours_metrics"], scaling["baseline_metrics"]
+    assert scaling["merge_job"]["rows_inserted"] == 199
+    assert scaling["target_files"] == scaling["files_scanned_baseline"] == 4
+    # Deletion vectors: touched files are marked, not rewritten; the baseline copies every touched file.
+    assert (ours["numTargetFilesRemoved"], ours["numTargetRowsCopied"]) == (0, 0)
+    assert ours["numTargetDeletionVectorsAdded"] == 4
+    assert baseline["numTargetFilesRemoved"] == 4
+    assert baseline["numTargetRowsCopied"] == 20_000 - baseline["numTargetRowsUpdated"]
+    assert scaling["write_amplification_ours"] == round(ours["numOutputRows"] / 2_000, 3) < 1
+    assert scaling["write_amplification_baseline"] > 10
+    # New and recent orders only: the key-range predicate leaves one of the four files to scan.
+    assert scaling["local_batch"]["files_scanned"] == 1
+    assert scaling["local_batch"]["metrics"]["numTargetDeletionVectorsAdded"] == 1
+
+    versus = cases.versus_original(spark, tmp_path, rows=20_000, batch_rows=10_000, repeats=1, rows_per_file=5_000)
+    assert versus["ours_damage"] == {"rows": 20_998, "keys": 20_998, "duplicate_rows": 0, "keys_gone_back_in_time": 0}
+    assert versus["original_damage"] == {
+        "rows": 28_498,
+        "keys": 20_998,
+        "duplicate_rows": 7_500,
+        "keys_gone_back_in_time": 10,
+    }
+
+    paths = cases.write_batch(tmp_path, BatchShape(20_000, 10_000))
+    floor = cases.staging_floor(spark, tmp_path, paths, repeats=1)
+    assert floor["rows"] == 10_000
+    assert spark.read.parquet(str(tmp_path / "staging_floor" / "floor.parquet")).count() == 10_000
+    assert floor["ratio_ours_to_floor"] == round(floor["ours_median_s"] / floor["spark_floor_median_s"], 2)
+
+    results = {
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "duration_s": 60.0,
+        "machine": {"cpus": 2, "cpu_model": "test", "memory": "1 kB", "python": "3", "pyspark": "4", "java": "17"},
+        "settings": {
+            "repeats": 1,
+            "batch_rows": 2_000,
+            "rows_per_file": 5_000,
+            "master": "local",
+            "shuffle_partitions": 1,
+        },
+        "merge_scaling": [scaling, scaling],
+        "staging_floor": floor,
+        "versus_original": versus,
+        "fixed_costs": {
+            "session_start": {"cold_median_s": 10.0, "warm_median_s": 1.0},
+            "dag_parse": {"provider_imports_median_s": 2.0, "dag_parse_beyond_imports_median_s": 0.1},
+        },
+        "small_files": {"rows": 2_000, "files": 20, "many_median_s": 3.0, "one_median_s": 1.0, "per_file_ms": 105.3},
+    }
+    results["goals"] = goals(results)
+    assert results["goals"]["merge_scaling_ratio"] == {"value": 1.0, "goal": "<= 1.5", "met": True}
+    assert results["goals"]["speedup_over_original"]["value"] == versus["speedup"]
+    json.dumps(results)  # the results file is plain JSON
+    section = report.markdown(results, "merge_scaling.png")
+    assert "| ours (stage + merge) |" in section
+    assert "| original notebooks |" in section
+    assert "7500" in section
+    report.plot(results, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
