@@ -356,78 +356,71 @@ def experiments(
     stage(spark, tables, paths, "exp")
     batch = spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == "exp")
     low, high = batch.agg(F.min(KEY), F.max(KEY)).collect()[0]
-    full_range = KeyRange("", "\uffff")
+    key_range = KeyRange(low, high)
 
-    def run(name: str, note: str, key_range: KeyRange, conf: dict[str, str] | None = None, setup: str = "") -> dict:
+    def run(
+        name: str,
+        note: str,
+        key_range: KeyRange = key_range,
+        conf: dict[str, str] | None = None,
+        setup: str = "",
+        table: str = target,
+        start: int = built["target"],
+    ) -> dict:
         times, metrics = [], {}
         for _ in range(repeats):
-            restore(spark, target, built["target"])
+            restore(spark, table, start)
             if setup:
-                spark.sql(setup.format(target=table_sql(target)))
+                spark.sql(setup.format(target=table_sql(table)))
             with spark_conf(spark, conf or {}):
-                times.append(timed(lambda: merge_latest(spark, batch, target, key_range))[0])
-            metrics = last_merge_metrics(spark, target)
+                times.append(timed(lambda: merge_latest(spark, batch, table, key_range))[0])
+            metrics = last_merge_metrics(spark, table)
         return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
 
     dv_off = "ALTER TABLE {target} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
     results = [
-        run("kept: clustered, deletion vectors, key-range predicate", "the shipped settings", KeyRange(low, high)),
-        run("no key-range predicate", "ON t.key = s.key only", full_range),
-        run("no deletion vectors", "copy-on-write rewrite of touched files", KeyRange(low, high), setup=dv_off),
+        run("kept: clustered, deletion vectors, key-range predicate", "the shipped settings"),
+        run("no key-range predicate", "ON t.key = s.key only", KeyRange("", "\uffff")),
+        run("no deletion vectors", "copy-on-write rewrite of touched files", setup=dv_off),
         run(
             "optimized writes + auto-compaction",
             "delta.optimizeWrite / autoCompact session defaults",
-            KeyRange(low, high),
-            {
+            conf={
                 "spark.databricks.delta.optimizeWrite.enabled": "true",
                 "spark.databricks.delta.autoCompact.enabled": "true",
             },
         ),
     ]
+    default_partitions = spark.conf.get("spark.sql.shuffle.partitions")
     for partitions in ("1", "16", "64"):
         results.append(
             run(
                 f"shuffle partitions {partitions}",
-                "default in this session: " + spark.conf.get("spark.sql.shuffle.partitions"),
-                KeyRange(low, high),
-                {"spark.sql.shuffle.partitions": partitions},
+                f"default in this session: {default_partitions}",
+                conf={"spark.sql.shuffle.partitions": partitions},
             )
         )
     # Layout: the same rows, files not sorted by key (as appends in arrival order would leave them).
     shuffled = tables.path("target_unsorted")
     ensure_current_state_tables(spark, shuffled, tables.path("history_unsorted"))
-    target_frame(spark, rows, math.ceil(rows / rows_per_file)).repartition(
-        math.ceil(rows / rows_per_file)
-    ).write.format("delta").mode("append").save(shuffled)
-    shuffled_version = version(spark, shuffled)
-    times = []
-    for _ in range(repeats):
-        restore(spark, shuffled, shuffled_version)
-        times.append(timed(lambda: merge_latest(spark, batch, shuffled, KeyRange(low, high)))[0])
+    files = math.ceil(rows / rows_per_file)
+    target_frame(spark, rows, files).repartition(files).write.format("delta").mode("append").save(shuffled)
     results.append(
-        {
-            "name": "layout: files not sorted by key",
-            "note": "same rows in random file order",
-            "seconds": times,
-            "median_s": median(times),
-            "metrics": last_merge_metrics(spark, shuffled),
-        }
+        run(
+            "layout: files not sorted by key",
+            "same rows in random file order",
+            table=shuffled,
+            start=version(spark, shuffled),
+        )
     )
     # Layout: OPTIMIZE (liquid clustering by key) of the kept layout into Delta's default file size.
     spark.sql(f"OPTIMIZE {table_sql(target)}")
-    optimized_version = version(spark, target)
-    times = []
-    for _ in range(repeats):
-        restore(spark, target, optimized_version)
-        times.append(timed(lambda: merge_latest(spark, batch, target, KeyRange(low, high)))[0])
     results.append(
-        {
-            "name": "layout: OPTIMIZE (liquid clustering) to default file size",
-            "note": f"{data_files(spark, target)} files after OPTIMIZE",
-            "seconds": times,
-            "median_s": median(times),
-            "metrics": last_merge_metrics(spark, target),
-        }
+        run(
+            "layout: OPTIMIZE (liquid clustering) to default file size",
+            f"{data_files(spark, target)} files after OPTIMIZE",
+            start=version(spark, target),
+        )
     )
     return results
 
