@@ -235,6 +235,7 @@ def merge_scaling(
 
     local_id = f"bench-{rows}-local"
     stage(spark, tables, write_batch(root, BatchShape(rows, batch_rows, recent_fraction=0.90)), local_id)
+    restore(spark, tables.path("target"), built["target"])  # count the files the merge will meet
     local: dict[str, Any] = {
         "files_scanned": data_files(spark, tables.path("target"), staged_key_range(spark, tables, local_id)),
         "seconds": [],

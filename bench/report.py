@@ -155,6 +155,11 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
                     for s in results["merge_scaling"]
                 ],
             ),
+            *{
+                f"\nFiles scanned: {s['local_batch']['files_scanned_note']}."
+                for s in results["merge_scaling"]
+                if "files_scanned_note" in s["local_batch"]
+            },
         ]
     floor = results["staging_floor"]
     parts += [

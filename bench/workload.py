@@ -63,6 +63,8 @@ class BatchShape:
         new = int(body * self.new_fraction)
         recent = int(body * self.recent_fraction) if n else 0
         older = body - new - recent if n else 0
+        if self.new_fraction + self.recent_fraction >= 1:  # no older updates, not even a rounding leftover
+            recent, older = recent + older, 0
         new = body - recent - older
         recent_low = max(1, n - int(n * self.recent_window) + 1)
         numbers = [n + 1 + i for i in range(new)]
