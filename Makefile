@@ -49,7 +49,7 @@ compose-check: venv ## docker-compose.yaml against the Compose spec; the image t
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml
 	$(PY) scripts/check_image_version.py
 
-bench: venv jars ## merge scaling, staging floor, versus the notebooks, fixed costs, experiments (about 40 min on 2 cores)
+bench: venv jars ## merge scaling, staging floor, versus the notebooks, fixed costs, experiments (about 26 min on 2 cores)
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.report
 

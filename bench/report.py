@@ -44,6 +44,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ("baseline_median_s", "baseline: plain MERGE, unclustered, no deletion vectors", "^-"),
     ):
         axes.plot(sizes, [s[key] for s in scaling], style, label=label)
+    if all("local_batch" in s for s in scaling):
+        local = [s["local_batch"]["median_s"] for s in scaling]
+        axes.plot(sizes, local, "d:", label="ours: whole merge job, batch of new and recent orders only")
     axes.set_xscale("log", base=2)
     axes.set_xticks(sizes, [millions(s["target_rows"]) for s in scaling])
     axes.set_xlabel("target rows (log scale)")
