@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from bench.original import damage, original_load, original_target
 from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
-from spark_jobs.load import ensure_current_state_tables
+from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import KEY, ORDER_COLUMNS, TARGET_COLUMNS
 from spark_jobs.stage_orders import stage_orders
@@ -115,7 +115,7 @@ def data_files(spark: SparkSession, path: str, key_range: tuple[str, str] | None
 
 @dataclass(frozen=True)
 class Tables:
-    """Paths of one size's tables under ``root``, and the versions to restore them to."""
+    """The tables of one measurement, under ``root``."""
 
     root: Path
 
@@ -348,8 +348,6 @@ def experiments(
     spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
 ) -> list[dict]:
     """The target MERGE (``merge_latest``, as the job runs it) under each layout and setting we tried."""
-    from spark_jobs.load import KeyRange, merge_latest
-
     tables = Tables(root / f"experiments_{rows}")
     built = build_ours(spark, tables, rows, rows_per_file)
     target = tables.path("target")

@@ -39,8 +39,8 @@ def read_raw_records(spark: SparkSession, paths: list[str], columns: int = MAX_C
     (order, extra columns) share one scan; headers are mapped by name afterwards. The stage job reads
     one column more than the widest header (at most ``MAX_COLUMNS``): each column costs time on every
     record. Because a record has fewer fields than the read schema, Spark keeps its raw text in
-    ``_corrupt_record``, which is what the rejects table stores. ``_record_id`` follows file order within a task
-    (multi-line files are never split), which gives each record its line number.
+    ``_corrupt_record``, which is what the rejects table stores. ``_record_id`` follows file order
+    within a task (multi-line files are never split), which gives each record its line number.
     """
     cells = cell_names(columns)
     schema = T.StructType(

@@ -61,20 +61,21 @@ def _record_field_count(columns: int, raw_text: Column | None = None) -> Column:
 def widest_header(raw: DataFrame) -> DataFrame:
     """One row, one column ``widest``: the most fields any file's header (first record) has; null if no record."""
     # The cells ride along: Spark refuses a CSV query that reads nothing but the corrupt-record column.
-    header = F.struct(F.col(RAW_TEXT).alias("text"), *raw_cells(raw))
+    cells = raw_cells(raw)
+    header = F.struct(F.col(RAW_TEXT).alias("text"), *cells)
     first = raw.groupBy(SOURCE_FILE).agg(F.min_by(header, F.col(RECORD_ID)).alias("h"))
-    return first.agg(F.max(_record_field_count(len(raw_cells(raw)), F.col("h.text"))).alias("widest"))
+    return first.agg(F.max(_record_field_count(len(cells), F.col("h.text"))).alias("widest"))
 
 
 def file_headers(raw: DataFrame) -> DataFrame:
     """One row per non-empty file: header names, header text, column positions and why the file is unusable."""
-    columns = len(raw_cells(raw))
+    cells = raw_cells(raw)
     first = raw.groupBy(SOURCE_FILE).agg(
-        F.min_by(F.struct(F.array(*raw_cells(raw)).alias("cells"), F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("h"),
+        F.min_by(F.struct(F.array(*cells).alias("cells"), F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("h"),
         F.min(RECORD_ID).alias(HEADER_ID),
         F.count("*").alias(RECORDS),
     )
-    width = F.least(F.coalesce(field_count(F.col("h." + RAW_TEXT)), F.lit(columns)), F.lit(columns))
+    width = F.least(_record_field_count(len(cells), F.col("h." + RAW_TEXT)), F.lit(len(cells)))
     names = F.transform(
         F.slice(F.col("h.cells"), 1, width),
         lambda name, i: F.when(
@@ -147,7 +148,8 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
     """
     usable = headers.where(F.col(FILE_ERROR).isNull()).drop(HEADER_TEXT, FILE_ERROR, RECORDS)
     rows = raw.join(F.broadcast(usable), SOURCE_FILE).where(F.col(RECORD_ID) != F.col(HEADER_ID))
-    cells = F.array(*raw_cells(raw))
+    cell_columns = raw_cells(raw)
+    cells = F.array(*cell_columns)
     extra_names = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.element_at(F.col(HEADER_NAMES), pos))
     extra_values = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.get(cells, pos - 1))
     texts = rows.select(
@@ -157,9 +159,9 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
         ),
         F.col(SOURCE_FILE),
         (F.col(RECORD_ID) - F.col(HEADER_ID) + 1).alias(LINE_NUMBER),
-        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*raw_cells(raw)))).alias(RAW_TEXT),
+        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*cell_columns))).alias(RAW_TEXT),
         F.size(F.col(HEADER_NAMES)).alias(_EXPECTED_FIELDS),
-        _record_field_count(len(raw_cells(raw))).alias(FIELD_COUNT),
+        _record_field_count(len(cell_columns)).alias(FIELD_COUNT),
     )
 
     text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
