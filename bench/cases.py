@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from bench.original import damage, original_load, original_target
 from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
-from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest
+from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest, table_version
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import KEY, ORDER_COLUMNS, TARGET_COLUMNS
 from spark_jobs.stage_orders import stage_orders
@@ -75,14 +75,9 @@ def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
                 spark.conf.set(key, value)
 
 
-def version(spark: SparkSession, path: str) -> int:
-    """The Delta table's current version."""
-    return int(spark.sql(f"DESCRIBE HISTORY {table_sql(path)} LIMIT 1").collect()[0]["version"])
-
-
 def restore(spark: SparkSession, path: str, to_version: int) -> None:
     """Put the table back to ``to_version`` unless it is there already."""
-    if version(spark, path) != to_version:
+    if table_version(spark, path) != to_version:
         spark.sql(f"RESTORE TABLE {table_sql(path)} TO VERSION AS OF {to_version}")
 
 
@@ -130,13 +125,13 @@ def build_ours(spark: SparkSession, tables: Tables, rows: int, rows_per_file: in
     frame = target_frame(spark, rows, math.ceil(rows / rows_per_file))
     for path in (target, history):
         frame.write.format("delta").mode("append").save(path)
-    return {"target": version(spark, target), "history": version(spark, history)}
+    return {"target": table_version(spark, target), "history": table_version(spark, history)}
 
 
 def build_baseline(spark: SparkSession, path: str, rows: int, rows_per_file: int) -> int:
     """A plain Delta table as ``saveAsTable`` makes it: no clustering, no deletion vectors."""
     target_frame(spark, rows, math.ceil(rows / rows_per_file)).write.format("delta").save(path)
-    return version(spark, path)
+    return table_version(spark, path)
 
 
 def write_batch(root: Path, shape: BatchShape, files: int = BATCH_FILES) -> list[str]:
@@ -309,7 +304,7 @@ def versus_original(
     built = build_ours(spark, tables, rows, rows_per_file)
     original = tables.path("original_target")
     original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
-    original_version = version(spark, original)
+    original_version = table_version(spark, original)
     paths = write_batch(root, BatchShape(rows, batch_rows))
     result: dict[str, Any] = {"target_rows": rows, "batch_rows": batch_rows, "ours_s": [], "original_s": []}
     for i in range(repeats):
@@ -354,8 +349,7 @@ def experiments(
     paths = write_batch(root, BatchShape(rows, batch_rows))
     stage(spark, tables, paths, "exp")
     batch = spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == "exp")
-    low, high = batch.agg(F.min(KEY), F.max(KEY)).collect()[0]
-    key_range = KeyRange(low, high)
+    key_range = KeyRange(*staged_key_range(spark, tables, "exp"))
 
     def run(
         name: str,
@@ -409,7 +403,7 @@ def experiments(
             "layout: files not sorted by key",
             "same rows in random file order",
             table=shuffled,
-            start=version(spark, shuffled),
+            start=table_version(spark, shuffled),
         )
     )
     # Layout: OPTIMIZE (liquid clustering by key) of the kept layout into Delta's default file size.
@@ -418,7 +412,7 @@ def experiments(
         run(
             "layout: OPTIMIZE (liquid clustering) to default file size",
             f"{data_files(spark, target)} files after OPTIMIZE",
-            start=version(spark, target),
+            start=table_version(spark, target),
         )
     )
     return results
