@@ -55,7 +55,7 @@ bench: venv jars ## merge scaling, staging floor, versus the notebooks, fixed co
 
 bench-smoke: venv jars ## the benchmark at tiny sizes, for correctness only (no timing goals)
 	$(PY) -m bench.run --sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k \
-		--small-files 20 --small-files-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
+		--small-files 20 --small-files-rows 2k --large-file-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .local

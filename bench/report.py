@@ -181,6 +181,16 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
             ],
         ),
     ]
+    seed, large = results["seed_stage"], results["large_file"]
+    parts += [
+        "",
+        f"Stage job on the {seed['files']} seed files in a warm session (runs after the tables exist): "
+        f"{seconds(seed['seconds'])} s; Spark jobs per run {seed['spark_jobs']}; "
+        f"Delta commits per run {seed['delta_commits']}.",
+        "",
+        f"One {large['bytes'] / 1e6:.0f} MB file of {large['rows']} rows: stage job {large['ours_median_s']} s, "
+        f"floor {large['spark_floor_median_s']} s, ratio {large['ratio_ours_to_floor']}.",
+    ]
     versus = results["versus_original"]
     parts += [
         "",
@@ -259,6 +269,8 @@ GOAL_LABELS = (
     ("write amplification (rows written / B), worst size", "write_amplification"),
     ("stage job / Spark CSV-to-Parquet floor", "staging_to_floor"),
     ("original notebooks / ours, end to end", "speedup_over_original"),
+    ("stage job on the five seed files, warm session", "seed_stage_s"),
+    ("stage job / floor on one ~200 MB file", "large_file_to_floor"),
 )
 _DAMAGE = ("rows", "keys", "duplicate_rows", "keys_gone_back_in_time")
 

@@ -1,30 +1,56 @@
-"""Reading order-tracking CSV files and batch manifests."""
+"""Reading a batch: input URIs normalised, each file's head read on the driver, CSV records read once by Spark."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.schema import MAX_COLUMNS, SOURCE_FILE
+from spark_jobs.headers import HEAD_BYTES, FileHeader, file_header
+from spark_jobs.schema import SOURCE_FILE
 
-RAW_TEXT = "_raw_text"
-RECORD_ID = "_record_id"
+RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
+RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
 _CORRUPT = "_corrupt_record"
 _GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_HEAD_READERS = 16  # files whose head the driver reads at once (object stores answer slowly, not busily)
 
 
-def cell_names(columns: int) -> tuple[str, ...]:
-    """The names of the first ``columns`` untyped CSV fields: ``_c0``, ``_c1``, ..."""
-    return tuple(f"_c{i}" for i in range(columns))
+class InputError(ValueError):
+    """An input the job cannot read: missing, or a directory. Raised before anything is written."""
 
 
-def raw_cells(raw: DataFrame) -> tuple[str, ...]:
-    """The untyped field columns a ``read_raw_records`` frame holds."""
-    return cell_names(sum(1 for name in raw.columns if re.fullmatch(r"_c\d+", name)))
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: the URI as given, the path Spark reports for it, its size, generation and header."""
+
+    uri: str
+    path: str
+    size: int
+    header: FileHeader
+    generation: str | None = None
+
+
+def normalise_uri(uri: str) -> str:
+    """The URI as Spark's ``_metadata.file_path`` names the file: ``file:/abs/path`` locally, else unchanged.
+
+    A relative or absolute local path, ``file:/p``, ``file:///p`` and ``file://localhost/p`` all become
+    ``file:/p``; ``gs://``, ``dbfs:`` and other schemes are kept as they are.
+    """
+    if not _SCHEME.match(uri):
+        return "file:" + os.path.abspath(uri)
+    if uri.startswith("file:"):
+        path = re.sub(r"^file:(//localhost|//)?", "", uri)
+        return "file:" + os.path.normpath("/" + path.lstrip("/"))
+    return uri
 
 
 def escape_glob(path: str) -> str:
@@ -32,37 +58,88 @@ def escape_glob(path: str) -> str:
     return _GLOB_CHARS.sub(r"\\\1", path)
 
 
-def read_raw_records(spark: SparkSession, paths: list[str], columns: int = MAX_COLUMNS) -> DataFrame:
-    """Read CSV files, header included, as untyped records in one pass.
+def _read_head(spark: SparkSession, path: str) -> tuple[int, bytes]:
+    """Size and first ``HEAD_BYTES`` bytes of a file, through Hadoop's file system (local, gs://, dbfs:)."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    try:
+        status = fs.getFileStatus(hadoop_path)
+    except Exception as error:
+        if "FileNotFoundException" in str(error):
+            raise InputError(f"input file not found: {path}") from None
+        raise
+    if status.isDirectory():
+        raise InputError(f"input is a directory, not a file: {path}")
+    size = int(status.getLen())
+    if size == 0:
+        return 0, b""
+    stream = fs.open(hadoop_path)
+    try:
+        return size, bytes(stream.readNBytes(min(size, HEAD_BYTES)))
+    finally:
+        stream.close()
 
-    Every file is read with ``columns`` string columns and no header, so files whose headers differ
-    (order, extra columns) share one scan; headers are mapped by name afterwards. The stage job reads
-    one column more than the widest header (at most ``MAX_COLUMNS``): each column costs time on every
-    record. Because a record has fewer fields than the read schema, Spark keeps its raw text in
-    ``_corrupt_record``, which is what the rejects table stores. ``_record_id`` follows file order
-    within a task (multi-line files are never split), which gives each record its line number.
+
+def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFile]:
+    """Normalise each manifest item's URI and read its size and header; fail before any write if one is missing."""
+    paths = [normalise_uri(item["uri"]) for item in items]
+    duplicates = sorted({path for path in paths if paths.count(path) > 1})
+    if duplicates:
+        raise InputError(f"the batch names a file more than once: {', '.join(duplicates)}")
+    with ThreadPoolExecutor(max_workers=min(_HEAD_READERS, len(paths) or 1)) as pool:
+        heads = list(pool.map(lambda path: _read_head(spark, path), paths))
+    return [
+        InputFile(
+            uri=item["uri"],
+            path=path,
+            size=size,
+            header=file_header(head, size),
+            generation=None if item.get("generation") is None else str(item["generation"]),
+        )
+        for item, path, (size, head) in zip(items, paths, heads, strict=True)
+    ]
+
+
+def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
+    """Read-schema names: the header's own fields, so Spark's header check agrees with it and stays quiet.
+
+    Positional names (``_c0`` ...) where the fields could not name a schema: blank, or equal but for case.
     """
-    cells = cell_names(columns)
+    folded = [cell.lower() for cell in header_cells]
+    if all(header_cells) and len(set(folded)) == len(folded):
+        return list(header_cells)
+    return [f"_c{i}" for i in range(len(header_cells))]
+
+
+def read_csv_records(spark: SparkSession, paths: list[str], header_cells: tuple[str, ...]) -> DataFrame:
+    """Read files that share a header, in one scan, as string cells named ``_c0``, ``_c1`` ... by position.
+
+    The header line is skipped. Spark keeps the raw text (``_raw_text``) only of a record whose field
+    count differs from the header's. Quoted line breaks are allowed (``multiLine``), so a file is never
+    split: its records keep their order within one task, which ``_record_id`` follows.
+    """
+    names = _schema_names(header_cells)
     schema = T.StructType(
-        [T.StructField(name, T.StringType()) for name in cells] + [T.StructField(_CORRUPT, T.StringType())]
+        [T.StructField(name, T.StringType()) for name in names] + [T.StructField(_CORRUPT, T.StringType())]
     )
     return (
         spark.read.schema(schema)
         .options(
-            header=False,
+            header=True,
+            enforceSchema=True,
             multiLine=True,
             mode="PERMISSIVE",
             columnNameOfCorruptRecord=_CORRUPT,
             quote='"',
             escape='"',
             encoding="UTF-8",
-            enforceSchema=True,
         )
         .csv([escape_glob(path) for path in paths])
         .select(
-            *cells,
-            F.regexp_replace(F.col(_CORRUPT), r"\r?\n$", "").alias(RAW_TEXT),
-            # Spark reports the path URL-encoded; store it as the file is named ("+" is literal in a path).
+            *[F.col("`" + name.replace("`", "``") + "`").alias(f"_c{i}") for i, name in enumerate(names)],
+            F.col(_CORRUPT).alias(RAW_TEXT),
+            # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
             F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
             F.monotonically_increasing_id().alias(RECORD_ID),
         )

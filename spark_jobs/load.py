@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -9,7 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
-from spark_jobs.tables import last_commit, read_table, sql_string, table_exists, table_sql
+from spark_jobs.tables import last_commit, read_table, replace_batch, sql_string, table_exists, table_sql
 
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
@@ -165,19 +166,11 @@ def ensure_audit_table(spark: SparkSession, audit: str) -> None:
 
 
 def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
-    """Write the batch's audit record, replacing an earlier one of the same batch; absent fields are null."""
+    """Write the batch's audit record in one commit, replacing an earlier one of the batch; absent fields are null."""
     ensure_audit_table(spark, audit)
     full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
-    spark.createDataFrame([full], AUDIT_SCHEMA).createOrReplaceTempView("order_tracking_audit_record")
-    spark.sql(
-        f"""
-        MERGE INTO {table_sql(audit)} AS a
-        USING order_tracking_audit_record AS r
-        ON a.batch_id = r.batch_id
-        WHEN MATCHED THEN UPDATE SET *
-        WHEN NOT MATCHED THEN INSERT *
-        """
-    )
+    note = json.dumps({"batch_id": record["batch_id"], "status": record.get("status")})
+    replace_batch(spark.createDataFrame([full], AUDIT_SCHEMA), audit, "batch_id", record["batch_id"], note)
 
 
 def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:

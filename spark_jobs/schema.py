@@ -54,6 +54,5 @@ REJECTS_SCHEMA = T.StructType(
     ]
 )
 
-# The widest header a file may have. Files are read with this many string columns so that
-# every file, whatever its header, is parsed in one pass; wider files are rejected whole.
-MAX_COLUMNS = 48
+# The widest header a file may have; a wider file is rejected whole (it is not order-tracking data).
+MAX_COLUMNS = 512

@@ -16,13 +16,19 @@ LOCAL_JARS_DIR = Path(__file__).resolve().parents[1] / ".jars"
 
 
 def get_spark(app_name: str = "order-tracking") -> SparkSession:
-    """Return the active session (Databricks, tests) or build a local Delta-enabled one."""
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return SparkSession.builder.getOrCreate()
-    return build_local_session(app_name)
+    """Return the active session (Databricks, tests) or build a local Delta-enabled one; its time zone is UTC.
+
+    The contract's timestamps are UTC, and the stage job parses them in the session's zone.
+    """
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        spark = (
+            SparkSession.builder.getOrCreate()
+            if os.environ.get("DATABRICKS_RUNTIME_VERSION")
+            else build_local_session(app_name)
+        )
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    return spark
 
 
 def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None) -> SparkSession:

@@ -9,115 +9,75 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
+from datetime import datetime
+from functools import reduce
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
-from spark_jobs.extract import RAW_TEXT, read_manifest, read_raw_records
+from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputFile, read_csv_records, read_input_files, read_manifest
+from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.load import ensure_audit_table, upsert_audit
-from spark_jobs.schema import BATCH_ID, LINE_NUMBER, MAX_COLUMNS, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
+from spark_jobs.outcomes import FileOutcome, file_outcomes, rejected_file_records, row_sources, top_reasons
+from spark_jobs.schema import BATCH_ID, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
-    FILE_ERROR,
-    RECORDS,
-    REJECT_REASONS,
+    FILE_LOADED,
+    FIRST_RECORD_ID,
     collapse_to_latest,
-    file_headers,
     parse_orders,
-    rejected_files,
+    record_counts,
     rejected_rows,
     valid_rows,
-    widest_header,
+    with_line_numbers,
 )
 
 DEFAULT_MAX_REJECT_FRACTION = 0.1
-TOP_REASONS = 3
+_ROW_SOURCES = T.StructType(
+    [
+        T.StructField(SOURCE_FILE, T.StringType()),
+        T.StructField(FIRST_RECORD_ID, T.LongType()),
+        T.StructField(FILE_LOADED, T.BooleanType()),
+    ]
+)
+_NO_RECORDS = T.StructType(
+    [
+        T.StructField(SOURCE_FILE, T.StringType()),
+        T.StructField(RECORD_ID, T.LongType()),
+        T.StructField(RAW_TEXT, T.StringType()),
+    ]
+)
 
 
-def persist_if_supported(df: DataFrame) -> DataFrame:
-    """Cache a frame read more than once; serverless compute refuses caching, and then it is computed again."""
-    try:
-        return df.persist(StorageLevel.MEMORY_AND_DISK)
-    except Exception as error:  # noqa: BLE001 - the refusal's error class differs across runtimes
-        LOG.warning("cannot cache the input scan (%s); it will be read more than once", error)
-        return df
+def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
+    """Every record of the batch, parsed: one CSV scan per distinct header, each file read once."""
+    groups: dict[FileHeader, list[str]] = defaultdict(list)
+    for item in files:
+        if item.header.names:
+            groups[item.header].append(item.path)
+    frames = [parse_orders(read_csv_records(spark, paths, header.cells), header) for header, paths in groups.items()]
+    return (
+        reduce(DataFrame.unionByName, frames)
+        if frames
+        else parse_orders(spark.createDataFrame([], _NO_RECORDS), EMPTY_FILE)
+    )
 
 
-def read_width(spark: SparkSession, uris: list[str]) -> int:
-    """Columns to read the batch with: one more than its widest header, so that every record keeps its raw text.
-
-    A cheap first pass (one column) finds the widest header; reading all ``MAX_COLUMNS`` columns instead
-    costs several seconds per million records. Headers of ``MAX_COLUMNS`` or more fields are read at
-    ``MAX_COLUMNS`` and rejected by ``file_headers``.
-    """
-    widest = widest_header(read_raw_records(spark, uris, columns=1)).collect()[0]["widest"]
-    return min(MAX_COLUMNS, (widest or 1) + 1)
-
-
-def source_key(path: str) -> str:
-    """A file's path as both an input URI and the staged ``_source_file`` reduce to (no ``file:`` scheme)."""
-    for prefix in ("file://", "file:"):
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return path
-
-
-def file_summaries(inputs: list[dict], headers: DataFrame, parsed: DataFrame) -> list[dict]:
-    """Per input file: size, generation, data rows, rejected rows, and whether the file loaded."""
-    header_rows = {
-        source_key(row[SOURCE_FILE]): row for row in headers.select(SOURCE_FILE, FILE_ERROR, RECORDS).collect()
-    }
-    counts = {
-        source_key(row[SOURCE_FILE]): row
-        for row in parsed.groupBy(SOURCE_FILE)
-        .agg(
-            F.count("*").alias("rows"),
-            F.count_if(F.size(REJECT_REASONS) > 0).alias("rows_rejected"),
-            F.bit_xor(F.xxhash64(LINE_NUMBER, RAW_TEXT)).alias("content_hash"),
-        )
-        .collect()
-    }
-    summaries = []
-    for item in inputs:
-        key = source_key(item["uri"])
-        header = header_rows.get(key)  # None for a zero-byte file
-        error = header[FILE_ERROR] if header else None
-        count = counts.get(key)
-        summaries.append(
-            {
-                "uri": item["uri"],
-                "size": item.get("size"),
-                "generation": None if item.get("generation") is None else str(item["generation"]),
-                "rows": header[RECORDS] - 1 if header else 0,
-                "rows_rejected": count["rows_rejected"] if count else 0,
-                "status": "rejected" if error else "loaded",
-                "reason": error,
-                "fingerprint": fingerprint(count["rows"], count["content_hash"]) if count else None,
-                "redelivery_of": None,
-            }
-        )
-    return summaries
-
-
-def fingerprint(rows: int, content_hash: int) -> str:
-    """A file's content identity, whatever its name: its data rows and a hash of every (line, record)."""
-    return f"{rows}:{content_hash & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def mark_redeliveries(spark: SparkSession, files: list[dict], audit_table: str | None, batch_id: str) -> int:
+def mark_redeliveries(spark: SparkSession, outcomes: list[FileOutcome], audit_table: str | None, batch_id: str) -> int:
     """Note on each loaded file the earlier merged batch that loaded the same content or the same name.
 
     Informational: a re-delivered file is loaded again, and the merge's latest-wins rule and the
     history's insert-if-absent keep that from duplicating anything. Returns how many files were marked.
     """
-    loaded = [f for f in files if f["status"] == "loaded" and f["fingerprint"]]
-    if not audit_table or not loaded or not table_exists(spark, audit_table):
+    loaded = [o for o in outcomes if o.loaded and o.fingerprint]
+    if not audit_table or not loaded:
         return 0
     ensure_audit_table(spark, audit_table)
-    uris = [f["uri"] for f in loaded]
-    prints = [f["fingerprint"] for f in loaded]
+    uris = [o.file.uri for o in loaded]
+    prints = [o.fingerprint for o in loaded]
     earlier = (
         read_table(spark, audit_table)
         .where((F.col("status") == "merged") & (F.col("batch_id") != batch_id))
@@ -128,34 +88,74 @@ def mark_redeliveries(spark: SparkSession, files: list[dict], audit_table: str |
         .collect()
     )
     marked = 0
-    for item in loaded:
-        same_content = [r for r in earlier if r["fingerprint"] == item["fingerprint"]]
-        same_name = [r for r in earlier if r["uri"] == item["uri"]]
+    for outcome in loaded:
+        same_content = [r for r in earlier if r["fingerprint"] == outcome.fingerprint]
+        same_name = [r for r in earlier if r["uri"] == outcome.file.uri]
         if same_content:
             first = same_content[0]
-            item["redelivery_of"] = f"same content as {first['uri']} in batch {first['batch_id']}"
+            outcome.redelivery_of = f"same content as {first['uri']} in batch {first['batch_id']}"
         elif same_name:
-            item["redelivery_of"] = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
+            outcome.redelivery_of = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
         else:
             continue
         marked += 1
-        LOG.warning("%s is a re-delivery (%s); loading it again changes no row", item["uri"], item["redelivery_of"])
+        LOG.warning(
+            "%s is a re-delivery (%s); loading it again changes no row", outcome.file.uri, outcome.redelivery_of
+        )
     return marked
 
 
-def top_reject_reasons(spark: SparkSession, rejects_table: str, batch_id: str) -> list[dict]:
-    """The most frequent reject reasons of a batch, most frequent first."""
-    rows = (
-        read_table(spark, rejects_table)
-        .where(F.col("batch_id") == batch_id)
-        .select(F.explode(F.split("reason", "; ")).alias("reason"))
-        .groupBy("reason")
-        .count()
-        .orderBy(F.desc("count"), "reason")
-        .limit(TOP_REASONS)
-        .collect()
+def stage_record(batch_id: str, outcomes: list[FileOutcome], started_at: datetime, redelivered: int) -> dict:
+    """The stage's audit figures before anything is written: every data row of every file is read."""
+    return {
+        "batch_id": batch_id,
+        "files": [outcome.audit_record() for outcome in outcomes],
+        "rows_read": sum(o.rows for o in outcomes),
+        "rows_rejected": sum(o.rows_rejected for o in outcomes),
+        "files_rejected": sum(not o.loaded for o in outcomes),
+        "files_redelivered": redelivered,
+        "stage_started_at": started_at,
+    }
+
+
+def write_rejects(
+    spark: SparkSession, rows: DataFrame, outcomes: list[FileOutcome], record: dict, rejects_table: str
+) -> None:
+    """Replace the batch's rejects: rejected rows, and one record per file rejected whole.
+
+    Skipped when the batch has none and the table does not exist yet; otherwise written even when
+    empty, so a re-run clears what an earlier attempt of the batch left.
+    """
+    if not record["rows_rejected"] and not record["files_rejected"] and not table_exists(spark, rejects_table):
+        return
+    at = record["stage_started_at"]
+    files = [{"batch_id": record["batch_id"], **r, "rejected_at": at} for r in rejected_file_records(outcomes)]
+    rejects = rejected_rows(rows, record["batch_id"], at).unionByName(spark.createDataFrame(files, REJECTS_SCHEMA))
+    replace_batch(rejects, rejects_table, "batch_id", record["batch_id"], json.dumps({"batch_id": record["batch_id"]}))
+
+
+def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_table: str) -> str | None:
+    """The error when the batch's rejected fraction is above ``limit``; None when within it."""
+    read, rejected = record["rows_read"], record["rows_rejected"]
+    # Files rejected whole with no data row still leave nothing loaded: that is all of the batch rejected.
+    fraction = rejected / read if read else float(record["files_rejected"] > 0)
+    if fraction <= limit:
+        return None
+    worst = "; ".join(f"{r['reason']} ({r['count']})" for r in reasons)
+    return (
+        f"batch {record['batch_id']}: {rejected} of {read} rows rejected ({fraction:.1%}), above the limit "
+        f"of {limit:.1%}. Worst reasons: {worst}. The rejects are in {rejects_table}."
     )
-    return [{"reason": row["reason"], "count": row["count"]} for row in rows]
+
+
+def write_staging(rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
+    """Replace the batch's staged rows with the latest event per key; return the rows staged and collapsed."""
+    observed = Observation(f"staged-{record['batch_id']}")
+    staged = collapse_to_latest(valid_rows(rows, record["batch_id"], record["stage_started_at"])).observe(
+        observed, F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed")
+    )
+    replace_batch(staged, staging_table, BATCH_ID, record["batch_id"], json.dumps({"batch_id": record["batch_id"]}))
+    return {"rows_staged": int(observed.get["staged"]), "rows_collapsed": int(observed.get["collapsed"])}
 
 
 def stage_orders(
@@ -167,7 +167,7 @@ def stage_orders(
     max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
     audit_table: str | None = None,
 ) -> dict:
-    """Stage one batch: rejects first, then the reject-limit check, then the staging rows. Returns metrics.
+    """Stage one batch: count and check every row, write the rejects, then the staging rows. Returns metrics.
 
     With ``audit_table``, the batch's audit record gets the stage's figures (status ``staged`` or
     ``stage_failed``), which the merge job completes.
@@ -176,90 +176,42 @@ def stage_orders(
     if not inputs:
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
-    uris = [item["uri"] for item in inputs]
-    raw = read_raw_records(spark, uris, read_width(spark, uris))
-    # Kept once computed: the per-file counts, the rejects and the staging rows all read them. The
-    # files are read once more for the headers; caching the raw records costs more than that read.
-    headers = persist_if_supported(file_headers(raw))
-    parsed = persist_if_supported(parse_orders(raw, headers))
-    try:
-        files = file_summaries(inputs, headers, parsed)
-        files_redelivered = mark_redeliveries(spark, files, audit_table, batch_id)
-        rows_read = sum(f["rows"] for f in files if f["status"] == "loaded")
-        rows_rejected = sum(f["rows_rejected"] for f in files)
-        for item in files:
-            if item["status"] == "rejected":
-                LOG.warning("file %s rejected whole: %s", item["uri"], item["reason"])
+    files = read_input_files(spark, inputs)
+    parsed = parse_batch(spark, files)
+    outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
+    record = stage_record(batch_id, outcomes, started_at, mark_redeliveries(spark, outcomes, audit_table, batch_id))
+    reasons = top_reasons(outcomes)
+    rows = with_line_numbers(parsed, spark.createDataFrame(row_sources(outcomes), _ROW_SOURCES))
 
-        rejects = rejected_rows(parsed, batch_id, started_at).unionByName(rejected_files(headers, batch_id, started_at))
-        replace_batch(
-            rejects.select(*REJECTS_SCHEMA.fieldNames()),
-            rejects_table,
-            "batch_id",
-            batch_id,
-            json.dumps({"batch_id": batch_id}),
-        )
-        reasons = (
-            top_reject_reasons(spark, rejects_table, batch_id)
-            if rows_rejected or any(f["reason"] for f in files)
-            else []
-        )
-        record = {
-            "batch_id": batch_id,
-            "files": files,
-            "rows_read": rows_read,
-            "rows_rejected": rows_rejected,
-            "files_rejected": sum(f["status"] == "rejected" for f in files),
-            "files_redelivered": files_redelivered,
-            "stage_started_at": started_at,
-        }
-        fraction = rows_rejected / rows_read if rows_read else 0.0
-        if fraction > max_reject_fraction:
-            worst = "; ".join(f"{r['reason']} ({r['count']})" for r in reasons)
-            error = (
-                f"batch {batch_id}: {rows_rejected} of {rows_read} rows rejected ({fraction:.1%}), above the limit "
-                f"of {max_reject_fraction:.1%}. Worst reasons: {worst}. The rejects are in {rejects_table}."
-            )
-            if audit_table:
-                upsert_audit(
-                    spark,
-                    {**record, "status": "stage_failed", "error": error, "stage_finished_at": utc_now()},
-                    audit_table,
-                )
-            raise OrderLoadError(error)
-
-        staged = collapse_to_latest(valid_rows(parsed, batch_id, started_at))
-        replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
-    finally:
-        parsed.unpersist()
-        headers.unpersist()
-
-    totals = (
-        read_table(spark, staging_table)
-        .where(F.col(BATCH_ID) == batch_id)
-        .agg(F.count("*").alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
-        .collect()[0]
-    )
-    record.update(
-        status="staged",
-        rows_staged=int(totals["staged"]),
-        rows_collapsed=int(totals["collapsed"]),
-        stage_finished_at=utc_now(),
-    )
-    if rows_read != record["rows_staged"] + rows_rejected + record["rows_collapsed"]:
-        raise OrderLoadError(f"batch {batch_id}: counts do not reconcile: {record}")
+    write_rejects(spark, rows, outcomes, record, rejects_table)
+    error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
+    if error is None:
+        record.update(write_staging(rows, record, staging_table), status="staged")
+        if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
+            error = f"batch {batch_id}: counts do not reconcile: {record}"
+    record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
     if audit_table:
         upsert_audit(spark, record, audit_table)
+    if error:
+        raise OrderLoadError(error)
+    log_summary(record, outcomes)
+    return {**record, "top_reject_reasons": reasons}
+
+
+def log_summary(record: dict, outcomes: list[FileOutcome]) -> None:
+    """Log the files rejected whole and the batch's figures."""
+    for outcome in outcomes:
+        if not outcome.loaded:
+            LOG.warning("file %s rejected whole: %s", outcome.file.uri, outcome.reason)
     LOG.info(
         "staged batch %s: %d files, %d rows read, %d rejected, %d collapsed, %d staged",
-        batch_id,
-        len(files),
-        rows_read,
-        rows_rejected,
+        record["batch_id"],
+        len(outcomes),
+        record["rows_read"],
+        record["rows_rejected"],
         record["rows_collapsed"],
         record["rows_staged"],
     )
-    return {**record, "top_reject_reasons": reasons}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

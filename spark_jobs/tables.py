@@ -61,13 +61,20 @@ def table_exists(spark: SparkSession, identifier: str) -> bool:
 
 
 def replace_batch(df: DataFrame, identifier: str, batch_column: str, batch_id: str, commit_note: str) -> None:
-    """Atomically replace one batch's rows (creating the table if needed), noting ``commit_note`` in the commit."""
+    """Atomically replace one batch's rows, noting ``commit_note`` in the commit.
+
+    A table this creates is partitioned by ``batch_column``: replacing a batch then touches only its own
+    partition, without reading other batches' files. A table made unpartitioned by an earlier version
+    keeps its layout.
+    """
     writer = (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"{batch_column} = {sql_string(batch_id)}")
         .option("userMetadata", commit_note)
     )
+    if not table_exists(df.sparkSession, identifier):
+        writer = writer.partitionBy(batch_column)
     if is_path(identifier):
         writer.save(identifier)
     else:

@@ -1,4 +1,4 @@
-"""Pure transforms of the stage job: headers by name, row validation, lineage and in-batch collapse.
+"""Pure transforms of the stage job: typed columns by header position, row validation, counts, lineage, collapse.
 
 Every function takes and returns DataFrames and uses built-in Spark functions only.
 """
@@ -6,21 +6,21 @@ Every function takes and returns DataFrames and uses built-in Spark functions on
 from __future__ import annotations
 
 from datetime import datetime
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.extract import RAW_TEXT, RECORD_ID, raw_cells
+from spark_jobs.extract import RAW_TEXT, RECORD_ID
+from spark_jobs.headers import FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
     EVENT_TIME,
     INGESTED_AT,
     KEY,
     LINE_NUMBER,
-    MAX_COLUMNS,
     OPTIONAL_DATE_COLUMNS,
     ORDER_COLUMNS,
-    REQUIRED_COLUMNS,
     RESCUED_DATA,
     ROWS_COLLAPSED,
     SOURCE_FILE,
@@ -28,23 +28,17 @@ from spark_jobs.schema import (
     TARGET_COLUMNS,
 )
 
-HEADER_ID = "_header_id"
-HEADER_NAMES = "_header_names"
-HEADER_TEXT = "_header_text"
-FILE_ERROR = "_file_error"
-RECORDS = "_records"  # records in the file, header included
-FIELD_COUNT = "_field_count"
 REJECT_REASONS = "_reject_reasons"
-_EXTRA_POSITIONS = "_extra_positions"
+FIRST_RECORD_ID = "_first_record_id"  # the record id of a file's first data line (line 2)
+FILE_LOADED = "_file_loaded"  # false for a file rejected whole whose rows still go to the rejects table
 _TEXT = "_text_"  # prefix of a column's trimmed text
-_EXPECTED_FIELDS = "_expected_fields"
-_POSITION = "_pos_"  # prefix of the per-column header position (1-based, 0 when absent)
+_CELLS_TEXT = "_cells_text"
 
 # A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
 _QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
-_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
-_WHOLE_NUMBER = r"^[+-]?\d+$"
+_DIGITS = "0123456789"
+_DATE_SHAPE = "0000-00-00"
+_TIMESTAMP_SHAPES = ("0000-00-00 00:00:00", "0000-00-00T00:00:00")
 
 
 def field_count(raw_text: Column) -> Column:
@@ -53,135 +47,89 @@ def field_count(raw_text: Column) -> Column:
     return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
 
 
-def _record_field_count(columns: int, raw_text: Column | None = None) -> Column:
-    # Spark drops the raw text only when a record has exactly as many fields as the read has columns.
-    return F.coalesce(field_count(F.col(RAW_TEXT) if raw_text is None else raw_text), F.lit(columns))
+def physical_lines(text: Column) -> Column:
+    """How many lines of the file a record's text spans (a trailing line break starts no line)."""
+    body = F.regexp_replace(text, r"[\r\n]+$", "")
+    return F.length(body) - F.length(F.replace(body, F.lit("\n"), F.lit(""))) + 1
 
 
-def widest_header(raw: DataFrame) -> DataFrame:
-    """One row, one column ``widest``: the most fields any file's header (first record) has; null if no record."""
-    # The cells ride along: Spark refuses a CSV query that reads nothing but the corrupt-record column.
-    cells = raw_cells(raw)
-    header = F.struct(F.col(RAW_TEXT).alias("text"), *cells)
-    first = raw.groupBy(SOURCE_FILE).agg(F.min_by(header, F.col(RECORD_ID)).alias("h"))
-    return first.agg(F.max(_record_field_count(len(cells), F.col("h.text"))).alias("widest"))
-
-
-def file_headers(raw: DataFrame) -> DataFrame:
-    """One row per non-empty file: header names, header text, column positions and why the file is unusable."""
-    cells = raw_cells(raw)
-    first = raw.groupBy(SOURCE_FILE).agg(
-        F.min_by(F.struct(F.array(*cells).alias("cells"), F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("h"),
-        F.min(RECORD_ID).alias(HEADER_ID),
-        F.count("*").alias(RECORDS),
-    )
-    width = F.least(_record_field_count(len(cells), F.col("h." + RAW_TEXT)), F.lit(len(cells)))
-    names = F.transform(
-        F.slice(F.col("h.cells"), 1, width),
-        lambda name, i: F.when(
-            F.trim(F.regexp_replace(F.coalesce(name, F.lit("")), "^\ufeff", "")) == "",
-            F.concat(F.lit("_c"), (i + 1).cast("string")),
-        ).otherwise(F.trim(F.regexp_replace(name, "^\ufeff", ""))),
-    )
-    headers = first.select(
-        SOURCE_FILE,
-        HEADER_ID,
-        names.alias(HEADER_NAMES),
-        F.col("h." + RAW_TEXT).alias(HEADER_TEXT),
-        width.alias("_width"),
-        RECORDS,
-    )
-    known = F.array(*[F.lit(name) for name in ORDER_COLUMNS])
-    missing = F.filter(
-        F.array(*[F.lit(name) for name in REQUIRED_COLUMNS]),
-        lambda name: ~F.array_contains(F.col(HEADER_NAMES), name),
-    )
-    duplicates = F.array_distinct(
-        F.filter(
-            F.col(HEADER_NAMES),
-            lambda name: F.size(F.filter(F.col(HEADER_NAMES), lambda other: other == name)) > 1,
-        )
-    )
-    error = (
-        F.when(
-            F.col("_width") >= MAX_COLUMNS,
-            F.lit(f"header has more than {MAX_COLUMNS - 1} columns"),
-        )
-        .when(F.size(missing) > 0, F.concat(F.lit("missing required columns: "), F.array_join(missing, ", ")))
-        .when(F.size(duplicates) > 0, F.concat(F.lit("duplicate column names: "), F.array_join(duplicates, ", ")))
-    )
-    positions = [F.array_position(F.col(HEADER_NAMES), name).alias(_POSITION + name) for name in ORDER_COLUMNS]
-    extra = F.filter(
-        F.sequence(F.lit(1), F.size(F.col(HEADER_NAMES))),
-        lambda pos: ~F.array_contains(known, F.element_at(F.col(HEADER_NAMES), pos)),
-    )
-    return headers.select(
-        SOURCE_FILE,
-        HEADER_ID,
-        HEADER_NAMES,
-        HEADER_TEXT,
-        error.alias(FILE_ERROR),
-        RECORDS,
-        *positions,
-        extra.alias(_EXTRA_POSITIONS),
-    )
+def _shape(text: Column) -> Column:
+    """The text with every digit written as 0: a cheap, exact format check (``yyyy-MM-dd`` is ``0000-00-00``)."""
+    return F.translate(text, _DIGITS, "0" * len(_DIGITS))
 
 
 def _blank(value: Column) -> Column:
     return value.isNull() | (value == "")
 
 
+def _no_reasons() -> Column:
+    return F.array().cast("array<string>")
+
+
 def _reason(condition: Column, message: str) -> Column:
-    return F.when(condition, F.lit(message))
+    # A one-element or empty array, joined with concat: array_compact is a lambda, which Spark cannot compile.
+    return F.when(condition, F.array(F.lit(message))).otherwise(_no_reasons())
 
 
-def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
-    """Map the data records of usable files to typed order columns, with the reasons each row is rejected.
+def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
+    """Map the records of files sharing ``header`` to typed order columns, with the reasons each row is rejected.
 
-    The result has the business columns (typed; null where unparseable), ``_rescued_data`` (unknown
-    columns as JSON), ``_source_file``, ``_line_number``, ``_raw_text`` and ``_reject_reasons``
-    (empty for a valid row).
+    ``records`` are ``read_csv_records`` cells (``_c0`` ...) in header order. The result has the business
+    columns (typed; null where absent or unparseable), ``_rescued_data`` (unknown columns as JSON),
+    ``_source_file``, ``_record_id``, ``_raw_text`` (a rejected row's text; null for a valid one) and
+    ``_reject_reasons`` (empty for a valid row).
 
     It works in three projections (text, then typed values, then reasons), each referring to the
-    previous one's columns: Spark keeps them apart because their columns are used several times, so
-    each value is computed once per row and each generated method stays small enough for the JIT.
+    previous one's columns, so that each value is computed once per row.
     """
-    usable = headers.where(F.col(FILE_ERROR).isNull()).drop(HEADER_TEXT, FILE_ERROR, RECORDS)
-    rows = raw.join(F.broadcast(usable), SOURCE_FILE).where(F.col(RECORD_ID) != F.col(HEADER_ID))
-    cell_columns = raw_cells(raw)
-    cells = F.array(*cell_columns)
-    extra_names = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.element_at(F.col(HEADER_NAMES), pos))
-    extra_values = F.transform(F.col(_EXTRA_POSITIONS), lambda pos: F.get(cells, pos - 1))
-    texts = rows.select(
-        *[F.trim(F.get(cells, F.col(_POSITION + name) - 1)).alias(_TEXT + name) for name in ORDER_COLUMNS],
-        F.when(F.size(F.col(_EXTRA_POSITIONS)) > 0, F.to_json(F.map_from_arrays(extra_names, extra_values))).alias(
-            RESCUED_DATA
-        ),
+    width = len(header.names)
+    cells = [F.col(f"_c{i}") for i in range(width)]
+
+    def cell(name: str) -> Column:
+        position = header.position(name)
+        return cells[position] if position is not None else F.lit(None).cast("string")
+
+    extras = [(name, cell(name)) for name in header.extra_columns]
+    rescued = F.to_json(F.create_map(*[x for name, value in extras for x in (F.lit(name), value)])) if extras else None
+    texts = records.select(
+        *[F.trim(cell(name)).alias(_TEXT + name) for name in ORDER_COLUMNS],
+        (rescued if rescued is not None else F.lit(None).cast("string")).alias(RESCUED_DATA),
         F.col(SOURCE_FILE),
-        (F.col(RECORD_ID) - F.col(HEADER_ID) + 1).alias(LINE_NUMBER),
-        F.coalesce(F.col(RAW_TEXT), F.to_csv(F.struct(*cell_columns))).alias(RAW_TEXT),
-        F.size(F.col(HEADER_NAMES)).alias(_EXPECTED_FIELDS),
-        _record_field_count(len(cell_columns)).alias(FIELD_COUNT),
+        F.col(RECORD_ID),
+        F.regexp_replace(F.col(RAW_TEXT), r"[\r\n]+$", "").alias(RAW_TEXT),
+        F.concat_ws("\u0001", *cells).alias(_CELLS_TEXT),
+        *cells,
     )
 
     text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
-    timestamp_text = F.regexp_replace(text[EVENT_TIME], "T", " ")
-    timestamp = F.try_to_timestamp(F.concat(timestamp_text, F.lit(" +00:00")), F.lit("yyyy-MM-dd HH:mm:ss XXX"))
+    # Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
+    # numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
     typed = {
-        "order_num": F.when(text["order_num"].rlike(_WHOLE_NUMBER), text["order_num"].try_cast("bigint")),
+        "order_num": text["order_num"].try_cast("bigint"),
         "tracking_num": F.when(~_blank(text["tracking_num"]), text["tracking_num"]),
         "status": F.when(~_blank(text["status"]), text["status"]),
         "address": F.when(~_blank(text["address"]), text["address"]),
-        EVENT_TIME: F.when(text[EVENT_TIME].rlike(_TIMESTAMP), timestamp),
+        EVENT_TIME: F.when(_shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES), text[EVENT_TIME].try_cast("timestamp")),
     }
     for name in OPTIONAL_DATE_COLUMNS:
-        typed[name] = F.when(text[name].rlike(_DATE), F.try_to_date(text[name], "yyyy-MM-dd"))
+        typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, text[name].try_cast("date"))
     values = texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
     value = {name: F.col(name) for name in ORDER_COLUMNS}
+    # What every reason below checks, as one condition, so that a valid row builds no reasons array.
+    valid = reduce(
+        Column.__and__,
+        [
+            F.col(RAW_TEXT).isNull(),
+            ~F.col(_CELLS_TEXT).contains("\ufffd"),
+            ~F.col(_CELLS_TEXT).contains("\u0000"),
+            *[value[name].isNotNull() for name in ("order_num", "tracking_num", "status", EVENT_TIME)],
+            *[value[name].isNotNull() | _blank(text[name]) for name in OPTIONAL_DATE_COLUMNS],
+        ],
+    )
     value_reasons = [
-        _reason(F.col(RAW_TEXT).contains("\ufffd"), "invalid UTF-8 bytes"),
-        _reason(F.col(RAW_TEXT).contains("\u0000"), "contains a NUL byte"),
+        _reason(F.col(_CELLS_TEXT).contains("\ufffd"), "invalid UTF-8 bytes"),
+        _reason(F.col(_CELLS_TEXT).contains("\u0000"), "contains a NUL byte"),
         _reason(_blank(text["tracking_num"]), "tracking_num is empty"),
         _reason(_blank(text["status"]), "status is empty"),
         _reason(_blank(text["order_num"]), "order_num is empty"),
@@ -197,29 +145,59 @@ def parse_orders(raw: DataFrame, headers: DataFrame) -> DataFrame:
         ],
     ]
     wrong_width = F.array(
-        F.concat(
-            F.lit("expected "),
-            F.col(_EXPECTED_FIELDS).cast("string"),
-            F.lit(" fields, found "),
-            F.col(FIELD_COUNT).cast("string"),
-        )
+        F.concat(F.lit(f"expected {width} fields, found "), field_count(F.col(RAW_TEXT)).cast("string"))
     )
-    reasons = F.when(F.col(FIELD_COUNT) != F.col(_EXPECTED_FIELDS), wrong_width).otherwise(
-        F.array_compact(F.array(*value_reasons))
+    # Spark keeps a record's text only when its field count differs from the header's.
+    # The reasons are spelled out for rejected rows only; a valid row gets the empty array.
+    reasons = (
+        F.when(valid, _no_reasons()).when(F.col(RAW_TEXT).isNotNull(), wrong_width).otherwise(F.concat(*value_reasons))
     )
+    # Rebuilt as written: spaces kept, an empty field empty (the reader gives null for an empty field).
+    as_written = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false", "emptyValue": ""}
+    rebuilt = F.to_csv(F.struct(*cells), as_written) if width else F.lit("")
     return values.select(
+        *ORDER_COLUMNS, RESCUED_DATA, SOURCE_FILE, RECORD_ID, RAW_TEXT, *cells, reasons.alias(REJECT_REASONS)
+    ).select(
         *ORDER_COLUMNS,
         RESCUED_DATA,
         SOURCE_FILE,
-        LINE_NUMBER,
-        RAW_TEXT,
-        reasons.alias(REJECT_REASONS),
+        RECORD_ID,
+        REJECT_REASONS,
+        # The text of a rejected row: as read when malformed, else rebuilt from its fields (rejected rows only).
+        F.when(F.size(REJECT_REASONS) > 0, F.coalesce(F.col(RAW_TEXT), rebuilt)).alias(RAW_TEXT),
     )
 
 
-def rejected_rows(parsed: DataFrame, batch_id: str, rejected_at: datetime) -> DataFrame:
-    """Rows of ``parse_orders`` that fail validation, in the rejects table's shape."""
-    return parsed.where(F.size(REJECT_REASONS) > 0).select(
+def record_counts(parsed: DataFrame) -> DataFrame:
+    """Per file and set of reject reasons: records, first and last record id, content hashes.
+
+    ``last_lines`` is how many lines of the file the group's last record spans, for rejected groups: a
+    rejected last record spanning several lines is an unclosed quote that ran to the end of the file.
+    The content hashes ignore order and name, so a file re-delivered under another name matches.
+    """
+    content = F.struct(*ORDER_COLUMNS, RESCUED_DATA, RAW_TEXT)
+    return parsed.groupBy(SOURCE_FILE, REJECT_REASONS).agg(
+        F.count("*").alias("records"),
+        F.min(RECORD_ID).alias("first_id"),
+        F.max(RECORD_ID).alias("last_id"),
+        F.max_by(physical_lines(F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("last_lines"),
+        F.bit_xor(F.xxhash64(content)).alias("hash_xor"),
+        F.sum(F.hash(content).cast("long")).alias("hash_sum"),
+    )
+
+
+def with_line_numbers(parsed: DataFrame, files: DataFrame) -> DataFrame:
+    """The rows of ``files`` (``_source_file``, ``_first_record_id``, ``_file_loaded``), with line numbers."""
+    return (
+        parsed.join(F.broadcast(files), SOURCE_FILE)
+        .withColumn(LINE_NUMBER, F.col(RECORD_ID) - F.col(FIRST_RECORD_ID) + 2)
+        .drop(RECORD_ID, FIRST_RECORD_ID)
+    )
+
+
+def rejected_rows(rows: DataFrame, batch_id: str, rejected_at: datetime) -> DataFrame:
+    """Rows that fail validation, in the rejects table's shape."""
+    return rows.where(F.size(REJECT_REASONS) > 0).select(
         F.lit(batch_id).alias("batch_id"),
         F.col(SOURCE_FILE).alias("source_file"),
         F.col(LINE_NUMBER).alias("line_number"),
@@ -229,22 +207,10 @@ def rejected_rows(parsed: DataFrame, batch_id: str, rejected_at: datetime) -> Da
     )
 
 
-def rejected_files(headers: DataFrame, batch_id: str, rejected_at: datetime) -> DataFrame:
-    """One rejects record per file whose header is unusable; its raw record is the header line."""
-    return headers.where(F.col(FILE_ERROR).isNotNull()).select(
-        F.lit(batch_id).alias("batch_id"),
-        F.col(SOURCE_FILE).alias("source_file"),
-        F.lit(1).cast("long").alias("line_number"),
-        F.col(HEADER_TEXT).alias("raw_record"),
-        F.concat(F.lit("file rejected: "), F.col(FILE_ERROR)).alias("reason"),
-        F.lit(rejected_at).cast("timestamp").alias("rejected_at"),
-    )
-
-
-def valid_rows(parsed: DataFrame, batch_id: str, ingested_at: datetime) -> DataFrame:
-    """Rows of ``parse_orders`` that pass validation, with lineage, in the target's column order."""
+def valid_rows(rows: DataFrame, batch_id: str, ingested_at: datetime) -> DataFrame:
+    """Rows of loaded files that pass validation, with lineage, in the target's column order."""
     return (
-        parsed.where(F.size(REJECT_REASONS) == 0)
+        rows.where(F.col(FILE_LOADED) & (F.size(REJECT_REASONS) == 0))
         .withColumn(BATCH_ID, F.lit(batch_id))
         .withColumn(INGESTED_AT, F.lit(ingested_at).cast("timestamp"))
         .select(*TARGET_COLUMNS)

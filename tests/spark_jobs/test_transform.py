@@ -1,17 +1,28 @@
-"""Pure transforms, compared whole with chispa on small inline inputs."""
+"""Pure transforms, compared whole with chispa on small inline inputs; header rules and URIs in plain Python."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import read_raw_records
-from spark_jobs.schema import ROWS_COLLAPSED, SUPERSEDED_EVENTS, TARGET_COLUMNS, TARGET_SCHEMA
-from spark_jobs.transform import FILE_ERROR, HEADER_NAMES, collapse_to_latest, field_count, file_headers
-from tests.spark_jobs.helpers import write_csv
+from spark_jobs.extract import RAW_TEXT, RECORD_ID, normalise_uri
+from spark_jobs.headers import file_header
+from spark_jobs.schema import (
+    ORDER_COLUMNS,
+    RESCUED_DATA,
+    ROWS_COLLAPSED,
+    SOURCE_FILE,
+    SUPERSEDED_EVENTS,
+    TARGET_COLUMNS,
+    TARGET_SCHEMA,
+)
+from spark_jobs.transform import REJECT_REASONS, collapse_to_latest, field_count, parse_orders
+from tests.spark_jobs.helpers import HEADER
 
 INGESTED = dt.datetime(2026, 1, 1)
 
@@ -73,42 +84,198 @@ def test_collapse_keeps_the_latest_event_and_a_deterministic_tie_break(spark):
     assert list(collapsed.columns[: len(TARGET_COLUMNS)]) == list(TARGET_COLUMNS)
 
 
-def test_file_headers_map_names_and_explain_unusable_files(spark, tmp_path):
-    good = "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp"
-    files = {
-        "bom.csv": "\ufeff" + good + "\n",
-        "reordered.csv": "status,last_update_timestamp,tracking_num,order_num,note\n",
-        "duplicate.csv": "order_num,tracking_num,status,status,last_update_timestamp\n",
-        "missing.csv": "order_num,tracking_num\n",
-    }
-    paths = [str(write_csv(tmp_path, name, text)) for name, text in files.items()]
+SEED_HEADER = file_header(HEADER.encode(), len(HEADER))
+RECORDS = T.StructType(
+    [T.StructField(f"_c{i}", T.StringType()) for i in range(7)]
+    + [T.StructField(name, dtype) for name, dtype in ((RAW_TEXT, T.StringType()), (SOURCE_FILE, T.StringType()))]
+    + [T.StructField(RECORD_ID, T.LongType())]
+)
+# An empty field reads as null.
+GOOD = ("1", "TRK1", "2023-01-01", None, "In Transit", "1 Elm St", "2023-01-01 10:00:00")
+GOOD_VALUES = (1, "TRK1", dt.date(2023, 1, 1), None, "In Transit", "1 Elm St", dt.datetime(2023, 1, 1, 10))
+PARSED = T.StructType(
+    [T.StructField(name, dtype) for name, dtype in ORDER_COLUMNS.items()]
+    + [
+        T.StructField(RESCUED_DATA, T.StringType()),
+        T.StructField(SOURCE_FILE, T.StringType()),
+        T.StructField(RECORD_ID, T.LongType()),
+        T.StructField(REJECT_REASONS, T.ArrayType(T.StringType())),
+        T.StructField(RAW_TEXT, T.StringType()),
+    ]
+)
 
-    headers = file_headers(read_raw_records(spark, paths)).select(
-        F.regexp_extract("_source_file", r"([^/]+)$", 1).alias("file"),
-        HEADER_NAMES,
-        FILE_ERROR,
-        "_pos_status",
-        "_extra_positions",
+
+def with_cell(position: int, text: str | None) -> tuple:
+    return tuple(text if i == position else value for i, value in enumerate(GOOD))
+
+
+def with_value(position: int, value) -> tuple:
+    return tuple(value if i == position else v for i, v in enumerate(GOOD_VALUES))
+
+
+RULES = {
+    "valid row": (GOOD, None, GOOD_VALUES, [], None),
+    "surrounding spaces are trimmed": (
+        (" 1 ", " TRK1 ", " 2023-01-01 ", " ", " In Transit ", " 1 Elm St ", " 2023-01-01T10:00:00 "),
+        None,
+        GOOD_VALUES,
+        [],
+        None,
+    ),
+    "empty tracking_num": (
+        with_cell(1, " "),
+        None,
+        with_value(1, None),
+        ["tracking_num is empty"],
+        "1, ,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "empty status": (
+        with_cell(4, None),
+        None,
+        with_value(4, None),
+        ["status is empty"],
+        "1,TRK1,2023-01-01,,,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "order_num not a whole number": (
+        with_cell(0, "1.5"),
+        None,
+        with_value(0, None),
+        ["order_num is not a whole number"],
+        "1.5,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "bad date": (
+        with_cell(2, "2023-02-30"),
+        None,
+        with_value(2, None),
+        ["pck_recieved_date is not a yyyy-MM-dd date"],
+        "1,TRK1,2023-02-30,,In Transit,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "date in another format": (
+        with_cell(3, "01/02/2023"),
+        None,
+        GOOD_VALUES,
+        ["package_deliver_date is not a yyyy-MM-dd date"],
+        "1,TRK1,2023-01-01,01/02/2023,In Transit,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "empty timestamp": (
+        with_cell(6, None),
+        None,
+        with_value(6, None),
+        ["last_update_timestamp is empty"],
+        "1,TRK1,2023-01-01,,In Transit,1 Elm St,",
+    ),
+    "timestamp with fractions": (
+        with_cell(6, "2023-01-01 10:00:00.5"),
+        None,
+        with_value(6, None),
+        ["last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp"],
+        "1,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00.5",
+    ),
+    "NUL byte": (
+        with_cell(5, "1 Elm\x00 St"),
+        None,
+        with_value(5, "1 Elm\x00 St"),
+        ["contains a NUL byte"],
+        "1,TRK1,2023-01-01,,In Transit,1 Elm\x00 St,2023-01-01 10:00:00",
+    ),
+    "wrong field count": (
+        GOOD,
+        "1,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00,extra\r\n",
+        GOOD_VALUES,
+        ["expected 7 fields, found 8"],
+        "1,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00,extra",
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_parse_orders_applies_one_rule(spark, rule):
+    cells, raw_text, values, reasons, rejected_text = RULES[rule]
+    records = spark.createDataFrame([(*cells, raw_text, "file:/in/a.csv", 7)], RECORDS)
+
+    parsed = parse_orders(records, SEED_HEADER)
+
+    expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, reasons, rejected_text)], PARSED)
+    assert_df_equality(parsed, expected, ignore_nullable=True)
+
+
+def test_parse_orders_maps_columns_by_name_and_rescues_unknown_ones(spark):
+    text = "status,last_update_timestamp,tracking_num,carrier,order_num\n"
+    header = file_header(text.encode(), len(text))
+    records = spark.createDataFrame(
+        [("Delivered", "2023-01-02 10:00:00", "TRK2", "DHL", "2", None, "f", 3)],
+        ", ".join(f"_c{i} string" for i in range(5)) + f", {RAW_TEXT} string, {SOURCE_FILE} string, {RECORD_ID} long",
     )
+
+    parsed = parse_orders(records, header)
+
     expected = spark.createDataFrame(
         [
-            ("bom.csv", good.split(","), None, 5, []),
-            ("reordered.csv", ["status", "last_update_timestamp", "tracking_num", "order_num", "note"], None, 1, [5]),
             (
-                "duplicate.csv",
-                ["order_num", "tracking_num", "status", "status", "last_update_timestamp"],
-                "duplicate column names: status",
+                2,
+                "TRK2",
+                None,
+                None,
+                "Delivered",
+                None,
+                dt.datetime(2023, 1, 2, 10),
+                '{"carrier":"DHL"}',
+                "f",
                 3,
                 [],
-            ),
-            (
-                "missing.csv",
-                ["order_num", "tracking_num"],
-                "missing required columns: status, last_update_timestamp",
-                0,
-                [],
-            ),
+                None,
+            )
         ],
-        headers.schema,
+        PARSED,
     )
-    assert_df_equality(headers, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(parsed, expected, ignore_nullable=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "error"),
+    [
+        (HEADER, tuple(HEADER.strip().split(",")), None),
+        ("\ufeff" + HEADER, tuple(HEADER.strip().split(",")), None),
+        (
+            " status , last_update_timestamp,tracking_num,,order_num\r\n1",
+            ("status", "last_update_timestamp", "tracking_num", "_c4", "order_num"),
+            None,
+        ),
+        (
+            "order_num,tracking_num\n",
+            ("order_num", "tracking_num"),
+            "missing required columns: status, last_update_timestamp",
+        ),
+        (
+            "order_num,tracking_num,status,status,last_update_timestamp\n",
+            ("order_num", "tracking_num", "status", "status", "last_update_timestamp"),
+            "duplicate column names: status",
+        ),
+        (
+            '"order_num,tracking_num\nstatus,last_update_timestamp',
+            (),
+            "the header does not end within 64 KiB: an unclosed quote, or not a CSV file",
+        ),
+        ("", (), None),
+    ],
+    ids=["seed", "bom", "spaces-crlf-blank", "missing", "duplicate", "unclosed-quote", "zero-bytes"],
+)
+def test_header_rules(text, names, error):
+    header = file_header(text.encode(), len(text.encode()))
+
+    assert (header.names, header.error) == (names, error)
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("data/orders.csv", f"file:{Path.cwd()}/data/orders.csv"),
+        ("/in/../in/a.csv", "file:/in/a.csv"),
+        ("file:/in/a.csv", "file:/in/a.csv"),
+        ("file:///in/a.csv", "file:/in/a.csv"),
+        ("file://localhost/in/a.csv", "file:/in/a.csv"),
+        ("gs://bucket/input/a b.csv", "gs://bucket/input/a b.csv"),
+    ],
+)
+def test_input_uris_are_normalised_as_spark_names_files(uri, path):
+    assert normalise_uri(uri) == path
