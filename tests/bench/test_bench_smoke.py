@@ -7,6 +7,7 @@ import json
 from bench import cases, report
 from bench.run import goals, size
 from bench.workload import BatchShape
+from tests.conftest import SEED_FILES
 
 
 def test_sizes_parse_as_the_command_line_writes_them() -> None:
@@ -54,6 +55,14 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
     assert spark.read.parquet(str(tmp_path / "staging_floor" / "floor.parquet")).count() == 10_000
     assert floor["ratio_ours_to_floor"] == round(floor["ours_median_s"] / floor["spark_floor_median_s"], 2)
 
+    seed = cases.seed_stage(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
+    # Per run: the staging commit and the audit record's commit; no rejects, and no rejects table to clear.
+    assert seed["delta_commits"] == [2]
+    assert seed["spark_jobs"][0] >= 2  # the per-file counts and the staging write at least
+    large = cases.large_file(spark, tmp_path, rows=2_000, repeats=1)
+    assert large["bytes"] > 2_000 * 760
+    assert spark.read.parquet(str(tmp_path / "large_file" / "floor")).count() == 2_000
+
     results = {
         "started_at": "2026-01-01T00:00:00+00:00",
         "duration_s": 60.0,
@@ -72,15 +81,20 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
             "session_start": {"cold_median_s": 10.0, "warm_median_s": 1.0},
             "dag_parse": {"provider_imports_median_s": 2.0, "dag_parse_beyond_imports_median_s": 0.1},
         },
+        "seed_stage": seed,
+        "large_file": large,
         "small_files": {"rows": 2_000, "files": 20, "many_median_s": 3.0, "one_median_s": 1.0, "per_file_ms": 105.3},
     }
     results["goals"] = goals(results)
     assert results["goals"]["merge_scaling_ratio"] == {"value": 1.0, "goal": "<= 1.5", "met": True}
     assert results["goals"]["speedup_over_original"]["value"] == versus["speedup"]
+    assert results["goals"]["seed_stage_s"]["value"] == seed["median_s"]
+    assert results["goals"]["large_file_to_floor"]["value"] == large["ratio_ours_to_floor"]
     json.dumps(results)  # the results file is plain JSON
     section = report.markdown(results, "merge_scaling.png")
     assert "| ours (stage + merge) |" in section
     assert "| original notebooks |" in section
     assert "7500" in section
+    assert f"Delta commits per run {seed['delta_commits']}" in section
     report.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
