@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 from functools import reduce
 
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -148,14 +148,22 @@ def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_
     )
 
 
-def write_staging(rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
-    """Replace the batch's staged rows with the latest event per key; return the rows staged and collapsed."""
-    observed = Observation(f"staged-{record['batch_id']}")
-    staged = collapse_to_latest(valid_rows(rows, record["batch_id"], record["stage_started_at"])).observe(
-        observed, F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed")
+def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
+    """Replace the batch's staged rows with the latest event per key; return the rows staged and collapsed.
+
+    The counts are read back from the batch's partition as committed, so the reconciliation checks
+    what the table holds, not what the job meant to write.
+    """
+    batch_id = record["batch_id"]
+    staged = collapse_to_latest(valid_rows(rows, batch_id, record["stage_started_at"]))
+    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
+    totals = (
+        read_table(spark, staging_table)
+        .where(F.col(BATCH_ID) == batch_id)
+        .agg(F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
+        .first()
     )
-    replace_batch(staged, staging_table, BATCH_ID, record["batch_id"], json.dumps({"batch_id": record["batch_id"]}))
-    return {"rows_staged": int(observed.get["staged"]), "rows_collapsed": int(observed.get["collapsed"])}
+    return {"rows_staged": int(totals["staged"]), "rows_collapsed": int(totals["collapsed"])}
 
 
 def stage_orders(
@@ -186,7 +194,7 @@ def stage_orders(
     write_rejects(spark, rows, outcomes, record, rejects_table)
     error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
     if error is None:
-        record.update(write_staging(rows, record, staging_table), status="staged")
+        record.update(write_staging(spark, rows, record, staging_table), status="staged")
         if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
             error = f"batch {batch_id}: counts do not reconcile: {record}"
     record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
