@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spark_jobs.extract import InputFile
+from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
 _HASH_MASK = (1 << 64) - 1
@@ -59,7 +59,11 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
     last: dict[str, tuple[int, list[str], int | None]] = {}
     hashes: dict[str, list[int]] = {}
     for row in counts:
-        outcome = outcomes[row["_source_file"]]
+        outcome = outcomes.get(row["_source_file"])
+        if outcome is None:
+            raise InputError(
+                f"Spark read {row['_source_file']}, which matches no input as normalised: {', '.join(sorted(outcomes))}"
+            )
         reasons = list(row["_reject_reasons"])
         outcome.rows += row["records"]
         if reasons:

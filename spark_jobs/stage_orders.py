@@ -194,7 +194,7 @@ def stage_orders(
     write_rejects(spark, rows, outcomes, record, rejects_table)
     error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
     if error is None:
-        record.update(write_staging(spark, rows, record, staging_table), status="staged")
+        record.update(write_staging(spark, rows, record, staging_table))
         if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
             error = f"batch {batch_id}: counts do not reconcile: {record}"
     record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())

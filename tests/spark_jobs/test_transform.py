@@ -10,8 +10,9 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import RAW_TEXT, RECORD_ID, normalise_uri
+from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputError, InputFile, normalise_uri
 from spark_jobs.headers import file_header
+from spark_jobs.outcomes import file_outcomes
 from spark_jobs.schema import (
     ORDER_COLUMNS,
     RESCUED_DATA,
@@ -279,3 +280,14 @@ def test_header_rules(text, names, error):
 )
 def test_input_uris_are_normalised_as_spark_names_files(uri, path):
     assert normalise_uri(uri) == path
+
+
+def test_a_file_spark_names_otherwise_than_the_inputs_is_a_clear_error():
+    text = HEADER + "1,TRK1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00\n"
+    named = InputFile(uri="a.csv", path="file:/in/a.csv", size=len(text), header=file_header(text.encode(), len(text)))
+    row = {"_source_file": "file:/in/b.csv", "_reject_reasons": [], "records": 1, "first_id": 0, "last_id": 0}
+
+    with pytest.raises(
+        InputError, match=r"Spark read file:/in/b.csv, which matches no input as normalised: file:/in/a.csv"
+    ):
+        file_outcomes([named], [{**row, "last_lines": None, "hash_xor": 0, "hash_sum": 0}])
