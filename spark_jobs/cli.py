@@ -21,13 +21,18 @@ def utc_now() -> datetime:
 
 
 def run_job(job: Callable[[], dict]) -> int:
-    """Run a job; print its metrics as the last stdout line; exit 1 with a readable message on failure."""
+    """Run a job; print its metrics as the last stdout line and return 0; on failure, exit 1.
+
+    A failure prints ``{"result": "failed", "error": ...}`` and raises ``SystemExit(1)`` rather than
+    returning 1: Databricks calls a wheel's entry point as a function and ignores what it returns, so
+    only an exit (or an exception) fails the run.
+    """
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         metrics = job()
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
         LOG.error("%s", error)
         print(json.dumps({"result": "failed", "error": str(error)}), flush=True)
-        return 1
+        raise SystemExit(1) from None
     print(json.dumps({"result": "succeeded", **metrics}, default=str), flush=True)
     return 0

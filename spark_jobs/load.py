@@ -5,12 +5,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
-from spark_jobs.tables import last_commit, read_table, replace_batch, sql_string, table_exists, table_sql
+from spark_jobs.tables import (
+    commit_note,
+    delta_table,
+    last_commit,
+    read_table,
+    replace_batch,
+    retry_on_conflict,
+    sql_string,
+    table_exists,
+    table_sql,
+    version_with_note,
+)
 
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
@@ -69,9 +80,10 @@ class KeyRange:
     low: str
     high: str
 
-    def predicate(self, alias: str) -> str:
-        """SQL predicate restricting ``alias``'s key column to the range."""
-        return f"{alias}.{KEY} BETWEEN {sql_string(self.low)} AND {sql_string(self.high)}"
+    def condition(self, alias: str) -> Column:
+        """``alias``'s key within the range. The bounds are literal values, never SQL text: keys come
+        from CSV data and may hold quotes or backslashes."""
+        return F.col(f"{alias}.{KEY}").between(F.lit(self.low), F.lit(self.high))
 
 
 def create_table_if_absent(
@@ -87,33 +99,53 @@ def create_table_if_absent(
     )
 
 
-def merge_latest(spark: SparkSession, latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:
-    """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer."""
-    latest.select(*TARGET_COLUMNS).createOrReplaceTempView("order_tracking_latest")
-    result = spark.sql(
-        f"""
-        MERGE INTO {table_sql(target)} AS t
-        USING order_tracking_latest AS s
-        ON t.{KEY} = s.{KEY} AND {key_range.predicate("t")}
-        WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET *
-        WHEN NOT MATCHED THEN INSERT *
-        """
-    ).collect()[0]
-    return {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
+def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, note: str) -> dict[str, int]:
+    """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer.
+
+    Retried when a concurrent writer commits first (it is idempotent: a key is only ever moved to a
+    newer event). Returns the counts and the version the commit, tagged ``note``, wrote.
+    """
+    spark = latest.sparkSession
+    source = latest.select(*TARGET_COLUMNS).alias("s")
+
+    def commit() -> Row:
+        merge = (
+            delta_table(spark, target)
+            .alias("t")
+            .merge(source, (F.col(f"t.{KEY}") == F.col(f"s.{KEY}")) & key_range.condition("t"))
+            .whenMatchedUpdateAll(condition=F.col(f"s.{EVENT_TIME}") > F.col(f"t.{EVENT_TIME}"))
+            .whenNotMatchedInsertAll()
+        )
+        with commit_note(spark, note):
+            return merge.execute().first()
+
+    result = retry_on_conflict(commit, f"MERGE into {target}")
+    counts = {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
+    version = version_with_note(spark, target, note)
+    if version is None:
+        if counts["inserted"] or counts["updated"]:
+            raise LookupError(f"the MERGE into {target} changed rows, but no commit of it tagged {note!r} is found")
+        # A MERGE that changes nothing commits nothing; any later version holds the same or newer events.
+        version = table_version(spark, target)
+    return {**counts, "version": version}
 
 
-def insert_new_history(spark: SparkSession, events: DataFrame, history: str, key_range: KeyRange) -> int:
-    """Append the events whose (key, event time) the history table lacks; return how many."""
-    events.select(*TARGET_COLUMNS).createOrReplaceTempView("order_tracking_events")
-    result = spark.sql(
-        f"""
-        MERGE INTO {table_sql(history)} AS h
-        USING order_tracking_events AS e
-        ON h.{KEY} = e.{KEY} AND h.{EVENT_TIME} = e.{EVENT_TIME} AND {key_range.predicate("h")}
-        WHEN NOT MATCHED THEN INSERT *
-        """
-    ).collect()[0]
-    return int(result["num_inserted_rows"])
+def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, note: str) -> int:
+    """Append the events whose (key, event time) the history table lacks; return how many (retried on conflict)."""
+    spark = events.sparkSession
+    source = events.select(*TARGET_COLUMNS).alias("e")
+    same_event = (
+        (F.col(f"h.{KEY}") == F.col(f"e.{KEY}"))
+        & (F.col(f"h.{EVENT_TIME}") == F.col(f"e.{EVENT_TIME}"))
+        & key_range.condition("h")
+    )
+
+    def commit() -> Row:
+        merge = delta_table(spark, history).alias("h").merge(source, same_event).whenNotMatchedInsertAll()
+        with commit_note(spark, note):
+            return merge.execute().first()
+
+    return int(retry_on_conflict(commit, f"history insert into {history}")["num_inserted_rows"])
 
 
 def compare_with_target(
@@ -127,7 +159,8 @@ def compare_with_target(
     """
     current = (
         read_table(spark, target, version)
-        .where(F.col(KEY).between(key_range.low, key_range.high))
+        .alias("t")
+        .where(key_range.condition("t"))
         .select(KEY, F.col(EVENT_TIME).alias("_target_time"))
     )
     joined = latest.select(KEY, EVENT_TIME).join(current, KEY, "left")
@@ -154,7 +187,7 @@ def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
 
 def ensure_audit_table(spark: SparkSession, audit: str) -> None:
     """Create the audit table, or add the columns an older version of this code did not write."""
-    create_table_if_absent(spark, audit, AUDIT_SCHEMA)
+    retry_on_conflict(lambda: create_table_if_absent(spark, audit, AUDIT_SCHEMA), f"creating {audit}")
     current = read_table(spark, audit).schema
     missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_SCHEMA.fields if f.name not in current.names]
     file_fields = current["files"].dataType.elementType.names
@@ -162,7 +195,10 @@ def ensure_audit_table(spark: SparkSession, audit: str) -> None:
         f"files.element.`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_FILE.fields if f.name not in file_fields
     ]
     if missing:
-        spark.sql(f"ALTER TABLE {table_sql(audit)} ADD COLUMNS ({', '.join(missing)})")
+        retry_on_conflict(
+            lambda: spark.sql(f"ALTER TABLE {table_sql(audit)} ADD COLUMNS ({', '.join(missing)})"),
+            f"adding columns to {audit}",
+        )
 
 
 def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
@@ -176,4 +212,7 @@ def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
 def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:
     """Create the target and history tables, clustered by key, unless they exist."""
     for identifier in (target, history):
-        create_table_if_absent(spark, identifier, TARGET_SCHEMA, cluster_by=KEY)
+        retry_on_conflict(
+            lambda identifier=identifier: create_table_if_absent(spark, identifier, TARGET_SCHEMA, cluster_by=KEY),
+            f"creating {identifier}",
+        )

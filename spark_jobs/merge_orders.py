@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -60,9 +62,13 @@ def merge_orders(
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
     if staged:
         key_range = KeyRange(totals["low"], totals["high"])
-        counts["history_inserted"] = insert_new_history(spark, history_events(batch), history_table, key_range)
-        counts.update(merge_latest(spark, batch, target_table, key_range))
-        version = table_version(spark, target_table)
+        # Tags this attempt's commits, so it finds the target version its own MERGE wrote.
+        note = json.dumps({"batch_id": batch_id, "job": "merge_orders", "attempt": uuid.uuid4().hex})
+        counts["history_inserted"] = insert_new_history(history_events(batch), history_table, key_range, note)
+        merged = merge_latest(batch, target_table, key_range, note)
+        version = merged.pop("version")
+        counts.update(merged)
+        # Against that version, not the latest: a concurrent batch may have moved keys on since.
         counts.update(compare_with_target(spark, batch, target_table, version, key_range))
     else:
         version = table_version(spark, target_table)

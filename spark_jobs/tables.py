@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
-_NAME_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^`[^`]+`$")
-_BATCH_ID = re.compile(r"^[\w.:+@=\- ]{1,250}$")
+LOG = logging.getLogger("order_tracking")
+_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
+_BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
+# What Delta raises when another transaction committed first: the losing commit wrote nothing.
+COMMIT_CONFLICTS = (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+# Two writers creating one path table at once: the loser can find the folder before the first commit.
+_CREATION_RACES = frozenset({"DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"})
+COMMIT_ATTEMPTS = 8
+_Result = TypeVar("_Result")
 
 
 def is_path(identifier: str) -> bool:
@@ -20,7 +54,7 @@ def table_sql(identifier: str) -> str:
     if is_path(identifier):
         return "delta.`" + identifier.replace("`", "``") + "`"
     parts = identifier.split(".")
-    if not 1 <= len(parts) <= 3 or not all(_NAME_PART.match(part) for part in parts):
+    if not 1 <= len(parts) <= 3 or not all(_NAME_PART.fullmatch(part) for part in parts):
         raise ValueError(f"not a table name or a path: {identifier!r}")
     return identifier
 
@@ -32,8 +66,8 @@ def sql_string(value: str) -> str:
 
 def check_batch_id(batch_id: str) -> str:
     """Return the batch id if it is safe to store and filter on, else raise ``ValueError``."""
-    if not _BATCH_ID.match(batch_id):
-        raise ValueError(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=-")
+    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+        raise ValueError(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=~-")
     return batch_id
 
 
@@ -60,28 +94,90 @@ def table_exists(spark: SparkSession, identifier: str) -> bool:
     return True
 
 
+def retry_on_conflict(commit: Callable[[], _Result], what: str, attempts: int = COMMIT_ATTEMPTS) -> _Result:
+    """Run an idempotent Delta commit, again when a concurrent writer won the race (bounded, with jitter).
+
+    Only for commits that are safe to repeat: a conflicting commit writes nothing, and running it
+    again against the newer version gives the same result as running it alone.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return commit()
+        except (*COMMIT_CONFLICTS, AnalysisException) as conflict:
+            if attempt == attempts or not _is_conflict(conflict):
+                raise
+            pause = min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(0.5, 1.5)  # jitter only
+            LOG.info(
+                "%s met a concurrent commit (%s); trying again in %.1f s (attempt %d of %d)",
+                what,
+                type(conflict).__name__,
+                pause,
+                attempt + 1,
+                attempts,
+            )
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _is_conflict(error: Exception) -> bool:
+    if isinstance(error, COMMIT_CONFLICTS):
+        return True
+    condition = getattr(error, "getCondition", lambda: None)()
+    return condition in _CREATION_RACES
+
+
 def replace_batch(df: DataFrame, identifier: str, batch_column: str, batch_id: str, commit_note: str) -> None:
     """Atomically replace one batch's rows, noting ``commit_note`` in the commit.
 
     A table this creates is partitioned by ``batch_column``: replacing a batch then touches only its own
-    partition, without reading other batches' files. A table made unpartitioned by an earlier version
-    keeps its layout.
+    partition, so writers of other batches never conflict with it. A table made unpartitioned by an
+    earlier version keeps its layout; a conflict there (or two writers creating the table at once)
+    is retried.
     """
-    writer = (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"{batch_column} = {sql_string(batch_id)}")
-        .option("userMetadata", commit_note)
-    )
-    if not table_exists(df.sparkSession, identifier):
-        writer = writer.partitionBy(batch_column)
-    if is_path(identifier):
-        writer.save(identifier)
-    else:
-        writer.saveAsTable(identifier)
+    check_batch_id(batch_id)  # safe inside the predicate's literal
+
+    def commit() -> None:
+        writer = (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"{batch_column} = {sql_string(batch_id)}")
+            .option("userMetadata", commit_note)
+        )
+        if not table_exists(df.sparkSession, identifier):
+            writer = writer.partitionBy(batch_column)
+        if is_path(identifier):
+            writer.save(identifier)
+        else:
+            writer.saveAsTable(identifier)
+
+    retry_on_conflict(commit, f"replacing batch {batch_id} in {identifier}")
 
 
 def last_commit(spark: SparkSession, identifier: str) -> dict:
     """The newest entry of the table's history (version, operation, metrics)."""
     row = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT 1").collect()[0]
     return row.asDict(recursive=True)
+
+
+def delta_table(spark: SparkSession, identifier: str) -> DeltaTable:
+    """The Delta table behind an identifier, for the DeltaTable API (MERGE with column conditions)."""
+    return DeltaTable.forPath(spark, identifier) if is_path(identifier) else DeltaTable.forName(spark, identifier)
+
+
+@contextmanager
+def commit_note(spark: SparkSession, note: str) -> Iterator[None]:
+    """Tag every Delta commit of this session with ``note`` (its ``userMetadata``) within the block."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, note)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
+
+
+def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> int | None:
+    """The version of the newest commit tagged ``note`` among the table's last ``search`` commits, or None."""
+    for row in spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect():
+        if row["userMetadata"] == note:
+            return int(row["version"])
+    return None

@@ -174,7 +174,8 @@ def test_merge_fails_when_the_batch_does_not_reconcile(spark, tables, monkeypatc
     stage_orders(spark, [{"uri": str(SEED_FILES[2])}], "broken", tables.staging, tables.rejects, 0.1, tables.audit)
     # A MERGE that reports success but writes nothing: the staged keys are missing from the target.
     monkeypatch.setattr(
-        "spark_jobs.merge_orders.merge_latest", lambda spark, latest, target, key_range: {"inserted": 6, "updated": 0}
+        "spark_jobs.merge_orders.merge_latest",
+        lambda latest, target, key_range, note: {"inserted": 6, "updated": 0, "version": 0},
     )
 
     with pytest.raises(OrderLoadError, match=r"does not reconcile: staged 6 .* 6 staged keys are missing"):

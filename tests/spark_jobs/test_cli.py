@@ -75,6 +75,6 @@ def test_a_failing_job_exits_1_with_a_readable_message(tables):
     assert code == 1
     assert result == {
         "result": "failed",
-        "error": 'batch id "bad\'id" must be 1-250 characters of letters, digits, space and _.:+@=-',
+        "error": 'batch id "bad\'id" must be 1-250 characters of letters, digits, space and _.:+@=~-',
     }
     assert "Traceback" not in log

@@ -1,0 +1,138 @@
+"""Jobs of different batches at once on the same tables, as overlapping backfill runs start them; odd keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from spark_jobs.load import KeyRange
+from spark_jobs.schema import BATCH_ID
+from spark_jobs.tables import COMMIT_ATTEMPTS, retry_on_conflict
+from tests.conftest import REPO, SEED_FILES, expected_latest, seed_rows, typed_business_row
+from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
+
+
+def _start(module: str, *args: str) -> subprocess.Popen:
+    """One job in its own process and JVM, as a separate Databricks run would be."""
+    env = {**os.environ, "ORDER_TRACKING_SPARK_MASTER": "local[1]", "ORDER_TRACKING_SPARK_DRIVER_MEMORY": "1g"}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, tables):
+    from spark_jobs.stage_orders import stage_orders
+
+    # Batches C and D are staged first; the target and history do not exist yet, so the two merges
+    # also race to create them.
+    for batch, path in (("batch-c", SEED_FILES[3]), ("batch-d", SEED_FILES[4])):
+        stage_orders(spark, [{"uri": str(path)}], batch, tables.staging, tables.rejects, 0.1, tables.audit)
+    common = ("--staging-table", tables.staging, "--audit-table", tables.audit)
+    stage = ("--rejects-table", tables.rejects, *common)
+    merge = ("--target-table", tables.target, "--history-table", tables.history, *common)
+    jobs = {
+        "stage batch-a": _start(
+            "spark_jobs.stage_orders",
+            "--batch-id",
+            "batch-a",
+            *stage,
+            "--input",
+            str(SEED_FILES[0]),
+            "--input",
+            str(SEED_FILES[1]),
+        ),
+        "stage batch-b": _start(
+            "spark_jobs.stage_orders", "--batch-id", "batch-b", *stage, "--input", str(SEED_FILES[2])
+        ),
+        "merge batch-c": _start("spark_jobs.merge_orders", "--batch-id", "batch-c", *merge),
+        "merge batch-d": _start("spark_jobs.merge_orders", "--batch-id", "batch-d", *merge),
+    }
+    outputs = {name: job.communicate(timeout=900) for name, job in jobs.items()}
+    finished = {name: (jobs[name].returncode, *output) for name, output in outputs.items()}
+
+    failures = {name: err.decode()[-3000:] for name, (code, _, err) in finished.items() if code != 0}
+    assert failures == {}
+    results = {name: json.loads(out.decode().strip().splitlines()[-1]) for name, (_, out, _) in finished.items()}
+    assert {name: result["result"] for name, result in results.items()} == dict.fromkeys(jobs, "succeeded")
+    staged = read(spark, tables.staging)
+    staged_rows = {batch: staged.where(F.col(BATCH_ID) == f"batch-{batch}").count() for batch in "ab"}
+    assert staged_rows == {"a": results["stage batch-a"]["rows_staged"], "b": results["stage batch-b"]["rows_staged"]}
+    # Each merge accounted for every staged row against the target version its own MERGE wrote.
+    for name, staged_batch in (("merge batch-c", "batch-c"), ("merge batch-d", "batch-d")):
+        merged = results[name]
+        parts = ("rows_inserted", "rows_updated", "rows_skipped_stale", "rows_unchanged")
+        assert sum(merged[part] for part in parts) == merged["rows_staged"] > 0
+        assert merged["rows_staged"] == staged.where(F.col(BATCH_ID) == staged_batch).count()
+
+    for batch in ("batch-a", "batch-b"):
+        from spark_jobs.merge_orders import merge_orders
+
+        merge_orders(spark, batch, tables.staging, tables.target, tables.history, tables.audit)
+
+    # All five files are in, whatever order the batches committed in: the contract's latest per key.
+    expected = sorted(typed_business_row(row) for row in expected_latest().values())
+    assert sorted(tuple(row) for row in read(spark, tables.target).select(*BUSINESS).collect()) == expected
+    events = {(row["tracking_num"], row["last_update_timestamp"]) for row in seed_rows()}
+    assert read(spark, tables.history).count() == len(events)
+    audit = {row["batch_id"]: row["status"] for row in read(spark, tables.audit).collect()}
+    assert audit == dict.fromkeys(["batch-a", "batch-b", "batch-c", "batch-d"], "merged")
+
+
+def test_keys_holding_quotes_and_backslashes_at_both_ends_of_the_range(spark, tables, tmp_path):
+    low, high = "!'\\low\\'", "~\\'high'\\"
+    rows = [(low, "In Transit"), ("M-1", "In Transit"), (high, "In Transit")]
+
+    def batch(name: str, status: str, hour: int) -> Path:
+        lines = [f'1,"{key}",2023-01-01,,{status},Somewhere,2023-01-01 {hour:02d}:00:00\n' for key, _ in rows]
+        return write_csv(tmp_path, f"{name}.csv", HEADER + "".join(lines))
+
+    spark.conf.set("spark.sql.parser.escapedStringLiterals", "true")
+    try:
+        load_batch(spark, tables, [batch("first", "In Transit", 9)], "quotes-1")
+        _, merged = load_batch(spark, tables, [batch("second", "Delivered", 10)], "quotes-2")
+    finally:
+        spark.conf.unset("spark.sql.parser.escapedStringLiterals")
+
+    assert (merged["rows_inserted"], merged["rows_updated"], merged["rows_staged"]) == (0, 3, 3)
+    target = {row["tracking_num"]: row["status"] for row in read(spark, tables.target).collect()}
+    assert target == {low: "Delivered", "M-1": "Delivered", high: "Delivered"}
+    assert read(spark, tables.history).count() == 6
+
+
+def test_key_range_bounds_are_values_not_sql_text(spark):
+    frame = spark.createDataFrame([("a'b\\",), ("z",)], ["tracking_num"]).alias("t")
+
+    inside = frame.where(KeyRange("a'b\\", "a'b\\").condition("t")).collect()
+
+    assert [row["tracking_num"] for row in inside] == ["a'b\\"]
+
+
+def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
+    from delta.exceptions.base import ConcurrentAppendException
+
+    monkeypatch.setattr("spark_jobs.tables.time.sleep", lambda seconds: None)
+    calls = []
+
+    def conflicts_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND] injected")
+        return "committed"
+
+    assert retry_on_conflict(conflicts_twice, "test commit") == "committed"
+    assert len(calls) == 3
+
+    def always_conflicts() -> str:
+        calls.append(1)
+        raise ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND] injected")
+
+    calls.clear()
+    with pytest.raises(ConcurrentAppendException):
+        retry_on_conflict(always_conflicts, "test commit")
+    assert len(calls) == COMMIT_ATTEMPTS
