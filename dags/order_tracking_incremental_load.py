@@ -14,14 +14,17 @@ Loads order-tracking CSV files from GCS into Delta tables:
 5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<run>/`
    (files rejected whole to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
 
-A backfill run, or a manual run with `replay_date`, replays the archived files of that date instead.
+Files are archived under `archive/<date>/<hour>/<run>/` of the run's logical time (UTC). A backfill run
+replays the files archived in the hours that start within its data interval, so a backfill over a range
+reloads each archived file once; with nothing archived there it is skipped at once. A manual run with
+`replay_date` replays every file archived under that date.
 The Spark jobs run on Databricks (`ORDER_TRACKING_SPARK_BACKEND=databricks`) or on local Spark (`local`).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, chain
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
 from order_tracking_load import tasks
 from order_tracking_load.gcs_files import NewFilesSensor
@@ -33,7 +36,8 @@ SETTINGS = load_settings()
 
 with DAG(
     dag_id="order_tracking_incremental_load",
-    schedule=SETTINGS.schedule,
+    # Data intervals (not trigger times): a backfill run replays what was archived within its interval.
+    schedule=CronDataIntervalTimetable(SETTINGS.schedule, timezone="UTC") if SETTINGS.schedule else None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

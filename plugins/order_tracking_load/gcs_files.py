@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
@@ -29,7 +31,8 @@ from order_tracking_load.settings import LoadSettings
 
 LOG = logging.getLogger(__name__)
 REPLAY_RUN_TYPES = ("backfill",)
-_UNSAFE = re.compile(r"[^\w.:+@=-]")
+_UNSAFE = re.compile(r"[^\w.:+@=-]", re.ASCII)
+_SAFE_RUN_ID = re.compile(r"[\w.:+@=-]{1,200}", re.ASCII)
 
 
 def gcs_retry(settings: LoadSettings) -> Retry:
@@ -113,13 +116,17 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
 
     def poke(self, context: Context) -> bool:
         """One listing, with the bounded retry policy and a clear error when GCS cannot be reached."""
-        self._matches = [blob.name for blob in list_objects(self.settings, self.prefix)]
+        self._matches = [blob.name for blob in list_source(self.settings, self._source)]
         return bool(self._matches)
 
     def execute(self, context: Context) -> Any:
-        self.prefix = source_prefix(context, self.settings)
+        self._source = run_source(context, self.settings)
+        self.prefix = self._source.prefix
         if self.poke(context):
             return self._matches
+        if self._source.replay:
+            # Archived files do not arrive later: a replay with nothing to reload ends at once.
+            raise AirflowSkipException(f"nothing to replay: no archived files in {self._source.describe(self.bucket)}")
         self.defer(
             trigger=NewFilesTrigger(
                 bucket=self.bucket,
@@ -147,38 +154,112 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
             raise AirflowSkipException(f"no new files under gs://{self.bucket}/{self.prefix}: {timeout}") from timeout
 
 
+def load_time(context: Context) -> datetime:
+    """When a run loads: its logical date, or for a run without one (Airflow 3 manual runs) its run-after."""
+    dag_run = context["dag_run"]
+    return dag_run.logical_date or dag_run.run_after
+
+
 def batch_date(context: Context) -> str:
-    """The date a run loads for: its logical date, or for a run without one (Airflow 3 manual runs) its run-after."""
+    """The date a run loads for: ``replay_date`` when given, else the date of its load time."""
     params = context["params"]
     if params.get("replay_date"):
         return str(params["replay_date"])
-    dag_run = context["dag_run"]
-    moment: datetime = dag_run.logical_date or dag_run.run_after
-    return moment.strftime("%Y-%m-%d")
+    return load_time(context).strftime("%Y-%m-%d")
 
 
 def is_replay(context: Context) -> bool:
-    """A backfill run, or a manual run given ``replay_date``, reloads the archived files of its date."""
+    """A backfill run, or a manual run given ``replay_date``, reloads archived files instead of input/."""
     run_type = context["dag_run"].run_type
     return bool(context["params"].get("replay_date")) or getattr(run_type, "value", run_type) in REPLAY_RUN_TYPES
 
 
-def source_prefix(context: Context, settings: LoadSettings) -> str:
-    """Where a run's files are: the input prefix, or the archive of its date when it is a replay."""
-    if is_replay(context):
-        return f"{settings.archive_prefix}{batch_date(context)}/"
-    return settings.input_prefix
+def archive_folder(settings: LoadSettings, context: Context) -> str:
+    """Where a run archives what it loaded: ``<archive>/<date>/<hour>/`` of its load time (UTC)."""
+    moment = load_time(context).astimezone(UTC)
+    return f"{settings.archive_prefix}{moment:%Y-%m-%d}/{moment:%H}/"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a run loads: the input prefix, or for a replay the archive folders of its date or interval."""
+
+    prefix: str  # the input prefix, or the archive prefix for a replay
+    replay: bool
+    dates: tuple[str, ...] = ()  # replay: the archive dates to list
+    hours: tuple[datetime, datetime] | None = None  # backfill: archive hours starting within [start, end)
+
+    def describe(self, bucket: str) -> str:
+        """The source in words, for logs and skip messages."""
+        if not self.replay:
+            return f"gs://{bucket}/{self.prefix}"
+        if self.hours is None:
+            return f"gs://{bucket}/{self.prefix}{self.dates[0]}/ (the whole date)"
+        start, end = self.hours
+        span = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+        return f"gs://{bucket}/{self.prefix}<date>/<hour>/ for the hours starting from {span}"
+
+    def holds(self, name: str) -> bool:
+        """True when an object listed under ``prefix`` belongs to this source."""
+        if not self.replay or self.hours is None:
+            return True
+        date, _, rest = name[len(self.prefix) :].partition("/")
+        hour = rest.split("/", 1)[0]
+        # Archives written before the hour folder existed (<date>/<batch>/...) count as the date's first hour.
+        hour = hour if len(hour) == 2 and hour.isdigit() else "00"
+        try:
+            started = datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        except ValueError:
+            return False
+        return self.hours[0] <= started < self.hours[1]
+
+
+def run_source(context: Context, settings: LoadSettings) -> Source:
+    """Where a run's files are.
+
+    - A scheduled or manual run loads the input prefix.
+    - A manual run given ``replay_date`` reloads every file archived under that date.
+    - A backfill run reloads the files archived in the hours that start within its data interval, so a
+      backfill over a range reloads each archived file once, whatever the schedule's period.
+    """
+    if not is_replay(context):
+        return Source(prefix=settings.input_prefix, replay=False)
+    if context["params"].get("replay_date"):
+        return Source(prefix=settings.archive_prefix, replay=True, dates=(batch_date(context),))
+    dag_run = context["dag_run"]
+    start = (dag_run.data_interval_start or load_time(context)).astimezone(UTC)
+    end = (dag_run.data_interval_end or start).astimezone(UTC)
+    if end <= start:  # a zero-length interval (a trigger timetable): the hour it falls in
+        start = start.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+    days = (end - timedelta(microseconds=1)).date() - start.date()
+    dates = tuple(str(start.date() + timedelta(days=n)) for n in range(days.days + 1))
+    return Source(prefix=settings.archive_prefix, replay=True, dates=dates, hours=(start, end))
+
+
+def list_source(settings: LoadSettings, source: Source) -> list:
+    """Every object of the run's source, listed whole."""
+    if not source.replay:
+        return list_objects(settings, source.prefix)
+    listed = [blob for date in source.dates for blob in list_objects(settings, f"{source.prefix}{date}/")]
+    return [blob for blob in listed if source.holds(blob.name)]
 
 
 def batch_key(run_id: str) -> str:
-    """The run id made safe for object names and batch ids."""
-    return _UNSAFE.sub("_", run_id)[:200]
+    """The run id as a batch id and object-name segment: the id itself when it is safe and short,
+    else its safe characters and a hash of the whole id after ``~``, which no kept id contains.
+    Two run ids never share a batch key (short of a 64-bit hash collision).
+    """
+    if _SAFE_RUN_ID.fullmatch(run_id):
+        return run_id
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    return f"{_UNSAFE.sub('_', run_id)[:180]}~{digest}"
 
 
 def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
-    prefix = source_prefix(context, settings)
-    blobs = list_objects(settings, prefix)
+    source = run_source(context, settings)
+    blobs = list_source(settings, source)
     files = [
         {
             "uri": f"gs://{settings.bucket}/{blob.name}",
@@ -195,15 +276,16 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     for name in ignored:
         LOG.warning("left alone (not a .csv file): gs://%s/%s", settings.bucket, name)
     if not files:
-        raise AirflowSkipException(f"no .csv objects under gs://{settings.bucket}/{prefix}")
+        raise AirflowSkipException(f"no .csv objects in {source.describe(settings.bucket)}")
 
     key = batch_key(context["run_id"])
     manifest = {
         "batch_id": key,
         "run_id": context["run_id"],
         "batch_date": batch_date(context),
-        "replay": is_replay(context),
-        "source_prefix": prefix,
+        "replay": source.replay,
+        "source_prefix": source.prefix,
+        "archive_folder": archive_folder(settings, context),
         "files": files,
     }
     manifest_name = f"{settings.manifest_prefix}{key}.json"
@@ -214,13 +296,12 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
             json.dumps(manifest, indent=2), content_type="application/json", retry=gcs_retry(settings)
         )
     LOG.info(
-        "manifest gs://%s/%s lists %d files (%d bytes) from gs://%s/%s",
+        "manifest gs://%s/%s lists %d files (%d bytes) from %s",
         settings.bucket,
         manifest_name,
         len(files),
         sum(f["size"] or 0 for f in files),
-        settings.bucket,
-        prefix,
+        source.describe(settings.bucket),
     )
     return {**manifest, "manifest_uri": f"gs://{settings.bucket}/{manifest_name}"}
 
@@ -248,7 +329,7 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
             LOG.warning("%s was rejected whole (%s): moving it to %s", item["uri"], outcome["reason"], destination)
             kind = "rejected"
         else:
-            destination = f"{settings.archive_prefix}{listing['batch_date']}/{listing['batch_id']}/{relative}"
+            destination = f"{listing['archive_folder']}{listing['batch_id']}/{relative}"
             kind = "archived"
         with gcs_errors(f"move gs://{settings.bucket}/{item['name']} to {destination}", settings):
             result = _move(bucket, item["name"], int(item["generation"]), destination, retry)

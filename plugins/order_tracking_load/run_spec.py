@@ -78,6 +78,14 @@ def command_line(spec: dict) -> tuple[str, list[str]]:
     return wheel_task["entry_point"], argv
 
 
-def idempotency_token(dag_id: str, run_id: str, task_id: str, clear_number: int = 0) -> str:
-    """A 64-character token: the same for every retry of a task in a DAG run, new when the run is cleared."""
-    return hashlib.sha256(f"{dag_id}\x1f{run_id}\x1f{task_id}\x1f{clear_number}".encode()).hexdigest()
+def idempotency_token(
+    deployment: str, dag_id: str, run_id: str, task_id: str, clear_number: int = 0, attempt: int = 0
+) -> str:
+    """A 64-character token for one Databricks run of a task.
+
+    The same for every submission of one attempt (a retry after a lost worker gets the same run back);
+    a new ``attempt`` after a run failed, and a new clear number, get a new run. The deployment keeps
+    two Airflow deployments that share a workspace (and DAG and run ids) from sharing runs.
+    """
+    parts = (deployment, dag_id, run_id, task_id, str(clear_number), str(attempt))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

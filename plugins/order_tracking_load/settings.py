@@ -36,7 +36,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORDER_TRACKING_ARCHIVE_PREFIX", "archive/", "loaded files move to <prefix><date>/<run>/"),
     Setting("ORDER_TRACKING_REJECTED_PREFIX", "rejected/", "files rejected whole move to <prefix><date>/<run>/"),
     Setting("ORDER_TRACKING_MANIFEST_PREFIX", "manifests/", "one JSON manifest per run: the exact objects loaded"),
-    Setting("ORDER_TRACKING_SCHEDULE", "@hourly", "cron or preset; 'none' for manual and backfill runs only"),
+    Setting(
+        "ORDER_TRACKING_SCHEDULE",
+        "@hourly",
+        "cron or preset (UTC); each run covers the interval since the previous tick, which is what a backfill "
+        "run replays; 'none' for manual runs only (Airflow cannot backfill a DAG without a periodic schedule)",
+    ),
     Setting("ORDER_TRACKING_SPARK_BACKEND", "databricks", "'databricks' submits the run spec; 'local' runs it here"),
     Setting("ORDER_TRACKING_GCP_CONN_ID", "google_cloud_default", "Airflow connection for GCS"),
     Setting("ORDER_TRACKING_DATABRICKS_CONN_ID", "databricks_default", "Airflow connection for Databricks"),
@@ -44,6 +49,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ORDER_TRACKING_DATABRICKS_WORKSPACE",
         "databricks-workspace",
         "workspace host, used only to name the target table's Airflow Asset",
+    ),
+    Setting(
+        "ORDER_TRACKING_DEPLOYMENT",
+        "order-tracking",
+        "names this Airflow deployment in Databricks idempotency tokens: give each deployment that shares "
+        "a workspace its own",
     ),
     Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "serverless, existing_cluster or new_cluster"),
     Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is existing_cluster"),
@@ -107,6 +118,7 @@ class LoadSettings:
     gcp_conn_id: str
     databricks_conn_id: str
     databricks_workspace: str
+    deployment: str
     compute: str
     cluster_id: str
     new_cluster: dict
@@ -156,6 +168,7 @@ def load_settings() -> LoadSettings:
         gcp_conn_id=_value("ORDER_TRACKING_GCP_CONN_ID"),
         databricks_conn_id=_value("ORDER_TRACKING_DATABRICKS_CONN_ID"),
         databricks_workspace=_value("ORDER_TRACKING_DATABRICKS_WORKSPACE"),
+        deployment=_value("ORDER_TRACKING_DEPLOYMENT"),
         compute=compute,
         cluster_id=_value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"),
         new_cluster=new_cluster,

@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.hooks.databricks import RunState
-from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+from airflow.providers.databricks.operators.databricks import (
+    DatabricksSubmitRunOperator,
+    _handle_deferrable_databricks_operator_execution,
+)
 from airflow.sdk import BaseOperator, Context
 
 from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token
@@ -63,28 +66,85 @@ def run_entry_point(spec: dict) -> tuple[int, str]:
         raise AirflowException(f"entry point {entry_point!r} is not installed: pip install the spark_jobs package")
     printed = io.StringIO()
     with redirect_stdout(printed):
-        exit_code = next(iter(found)).load()(argv)
-    return exit_code, printed.getvalue()
+        try:
+            exit_code = next(iter(found)).load()(argv)
+        except SystemExit as exit_:  # how a failed job ends (see spark_jobs.cli.run_job)
+            exit_code = exit_.code if isinstance(exit_.code, int) else 1
+    return exit_code or 0, printed.getvalue()
+
+
+class JobResultFailed(AirflowException):
+    """The Databricks run ended, but the job itself reports that it failed."""
 
 
 class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
     """Submit a run spec to Databricks, deferred while it runs; return the job's metrics.
 
-    The idempotency token comes from (dag_id, run_id, task_id, clear number), so a retry re-attaches to
-    the run the first try submitted instead of starting a second one. Whatever path the provider takes
-    on a retry, the task succeeds only if Databricks reports that run as successful (apache/airflow#64828).
+    Each try first looks at the run an earlier try of this task submitted (kept in the task's state
+    store), as the provider's durable execution does (apache/airflow#76295), here in deferrable mode:
+
+    - still active: re-attach to it and wait;
+    - succeeded, and the job's own ``result`` is ``succeeded``: reuse it, no new run;
+    - ended any other way (failed, cancelled, gone, or a failed ``result``): submit a fresh run.
+
+    The idempotency token comes from (deployment, dag, run, task, clear number, attempt): a try that
+    dies between submitting and saving the run id gets the same run back from Databricks, and a fresh
+    attempt gets a new run. The task succeeds only if the job reports ``"result": "succeeded"``.
     """
 
-    def __init__(self, *, run_spec: dict, **kwargs: Any) -> None:
+    RUN_KEY = "databricks_run"
+
+    def __init__(self, *, run_spec: dict, deployment: str, **kwargs: Any) -> None:
         super().__init__(json=run_spec, deferrable=True, **kwargs)
+        self.deployment = deployment
         self._metrics: dict | None = None
 
     def execute(self, context: Context) -> dict:
         dag_run = context["dag_run"]
+        clear_number = getattr(dag_run, "clear_number", 0) or 0
+        store = context.get("task_state_store")
+        earlier = store.get(self.RUN_KEY) if store is not None else None
+        attempt = 0
+        if earlier and earlier.get("clear_number") == clear_number:
+            reused = self._resume(int(earlier["run_id"]), context)
+            if reused is not None:
+                return reused
+            attempt = int(earlier["attempt"]) + 1
         self.idempotency_token = idempotency_token(
-            self.dag_id, dag_run.run_id, self.task_id, getattr(dag_run, "clear_number", 0) or 0
+            self.deployment, self.dag_id, dag_run.run_id, self.task_id, clear_number, attempt
         )
-        super().execute(context)  # defers while the run is active; returns when it was already over
+        self.submit_job(context)
+        if store is not None:
+            store.set(self.RUN_KEY, {"run_id": self.run_id, "attempt": attempt, "clear_number": clear_number})
+        return self._wait(context)
+
+    def _resume(self, run_id: int, context: Context) -> dict | None:
+        """Re-attach to or reuse an earlier try's run; None when a fresh run is needed."""
+        try:
+            state = RunState(**self._hook.get_run(run_id)["state"])
+        except AirflowException as error:  # a run whose history expired, or was deleted
+            self.log.warning(
+                "Databricks run %s of an earlier try cannot be read (%s): submitting a fresh run", run_id, error
+            )
+            return None
+        if not state.is_terminal:
+            self.log.info("re-attaching to Databricks run %s of an earlier try (%s)", run_id, state.life_cycle_state)
+            self.run_id = run_id
+            return self._wait(context)
+        if state.is_successful:
+            try:
+                metrics = self._finish(run_id)
+            except JobResultFailed as failed:
+                self.log.warning("Databricks run %s of an earlier try: %s; submitting a fresh run", run_id, failed)
+                return None
+            self.log.info("Databricks run %s of an earlier try succeeded: reusing it, no new run", run_id)
+            return metrics
+        self.log.warning("Databricks run %s of an earlier try ended %s: submitting a fresh run", run_id, state)
+        return None
+
+    def _wait(self, context: Context) -> dict:
+        # Defers while the run is active; when it is already over, completes here.
+        _handle_deferrable_databricks_operator_execution(self, self._hook, self.log, context)
         return self._finish(self.run_id)
 
     def execute_complete(self, context: Context, event: dict) -> dict:
@@ -102,9 +162,15 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             raise AirflowException(f"{self.task_id}: Databricks run {run_id} did not succeed: {state}")
         task_runs = run.get("tasks") or [{"run_id": run_id}]
         output = self._hook.get_run_output(task_runs[0]["run_id"])
-        self._metrics = last_json_line(output.get("logs") or "")
-        self.log.info("%s", summary_line(self.task_id, self._metrics))
-        return self._metrics
+        metrics = last_json_line(output.get("logs") or "")
+        if metrics.get("result") != "succeeded":
+            raise JobResultFailed(
+                f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
+                f"result {metrics.get('result')!r}: {metrics.get('error', 'no error given')}"
+            )
+        self._metrics = metrics
+        self.log.info("%s", summary_line(self.task_id, metrics))
+        return metrics
 
 
 class LocalSparkJobOperator(BaseOperator):
@@ -134,5 +200,9 @@ def spark_job(job: str, parameters: dict[str, str], settings: LoadSettings, **kw
     if settings.backend == "local":
         return LocalSparkJobOperator(task_id=job, run_spec=spec, **kwargs)
     return DatabricksSparkJobOperator(
-        task_id=job, run_spec=spec, databricks_conn_id=settings.databricks_conn_id, **kwargs
+        task_id=job,
+        run_spec=spec,
+        deployment=settings.deployment,
+        databricks_conn_id=settings.databricks_conn_id,
+        **kwargs,
     )

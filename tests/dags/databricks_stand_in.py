@@ -5,6 +5,11 @@ returns the same run), reports RUNNING once so the operator defers, and ends eac
 state. A run scripted to succeed really executes: the stand-in calls the spec's wheel entry point with
 its named parameters, as a Databricks python_wheel_task would (the local backend's own executor), and
 serves the printed output as the task's ``logs``.
+
+Besides the end states, a script may say ``RESULT_FAILED`` (the run ends SUCCESS, but the job prints
+a failed result) or ``UNREACHABLE`` (the run succeeds, but ``runs/get`` answers 503 to its first
+``unreachable_gets`` calls, as in an API outage while the run goes on). ``throttle_submits`` answers
+that many next ``runs/submit`` calls with 429 before accepting one.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ class JobsApiStandIn:
         self.cancelled: list[int] = []
         self.authorizations: set[str] = set()  # Authorization headers received
         self.script: dict[str, list[str]] = defaultdict(list)
+        self.throttle_submits = 0
+        self.throttled = 0  # runs/submit calls answered 429
+        self.unreachable_gets = 3
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
@@ -74,15 +82,40 @@ class JobsApiStandIn:
                 self.tokens[token] = run_id
             task_key = payload["tasks"][0]["task_key"]
             outcome = self.script[task_key].pop(0) if self.script[task_key] else "SUCCESS"
-            self.runs[run_id] = {"task_key": task_key, "outcome": outcome, "polls": 0, "logs": "", "error": None}
+            self.runs[run_id] = {
+                "task_key": task_key,
+                "outcome": "SUCCESS" if outcome in ("UNREACHABLE", "RESULT_FAILED") else outcome,
+                "polls": 0,
+                "logs": "",
+                "error": None,
+                "unreachable": self.unreachable_gets if outcome == "UNREACHABLE" else 0,
+            }
         run = self.runs[run_id]
-        if outcome == "SUCCESS":
+        if outcome == "RESULT_FAILED":
+            run["logs"] = json.dumps({"result": "failed", "error": "injected: the job reports a failure"}) + "\n"
+        elif run["outcome"] == "SUCCESS":
             code, logs = run_entry_point(payload)
             run["logs"] = logs
             if code != 0:
                 run["outcome"] = "FAILED"
                 run["error"] = logs.strip().splitlines()[-1] if logs.strip() else "job failed"
         return {"run_id": run_id}
+
+    def _throttle(self) -> bool:
+        with self._lock:
+            if self.throttle_submits:
+                self.throttle_submits -= 1
+                self.throttled += 1
+                return True
+        return False
+
+    def _unreachable(self, run_id: int) -> bool:
+        with self._lock:
+            run = self.runs.get(run_id)
+            if run and run["unreachable"]:
+                run["unreachable"] -= 1
+                return True
+        return False
 
     def _run_json(self, run_id: int) -> dict:
         run = self.runs[run_id]
@@ -131,7 +164,9 @@ class JobsApiStandIn:
             def do_GET(self) -> None:
                 endpoint, query = self._route()
                 run_id = int(query.get("run_id", 0))
-                if endpoint == "runs/get" and run_id in stand_in.runs:
+                if endpoint == "runs/get" and stand_in._unreachable(run_id):
+                    self._reply(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected outage"})
+                elif endpoint == "runs/get" and run_id in stand_in.runs:
                     self._reply(200, stand_in._run_json(run_id))
                 elif endpoint == "runs/get-output" and run_id // 100 in stand_in.runs:
                     self._reply(200, stand_in._output_json(run_id))
@@ -140,7 +175,9 @@ class JobsApiStandIn:
 
             def do_POST(self) -> None:
                 endpoint, body = self._route()
-                if endpoint == "runs/submit":
+                if endpoint == "runs/submit" and stand_in._throttle():
+                    self._reply(429, {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "injected rate limit"})
+                elif endpoint == "runs/submit":
                     self._reply(200, stand_in._submit(body))
                 elif endpoint == "runs/cancel":
                     stand_in.cancelled.append(int(body["run_id"]))

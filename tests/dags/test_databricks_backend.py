@@ -59,7 +59,7 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
     assert merge_task["python_wheel_task"]["entry_point"] == "merge-orders"
     assert merge_task["python_wheel_task"]["named_parameters"]["target-table"] == f"{databricks.schema}.orders"
     for job, payload in (("stage_orders", stage[0]), ("merge_orders", merge[0])):
-        assert payload["idempotency_token"] == idempotency_token(DAG_ID, outcome.run_id, job, 0)
+        assert payload["idempotency_token"] == idempotency_token("order-tracking", DAG_ID, outcome.run_id, job, 0, 0)
     if compute == "serverless":
         assert stage[0]["environments"] == [
             {"environment_key": "order_tracking_jobs", "spec": {"client": "2", "dependencies": [WHEEL]}}
@@ -76,9 +76,9 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
 
 
 @pytest.mark.parametrize("end_state", ["FAILED", "CANCELED", "INTERNAL_ERROR"])
-def test_an_unsuccessful_run_fails_the_task_on_every_try_and_archives_nothing(gcs, databricks, monkeypatch, end_state):
+def test_a_run_that_fails_on_every_try_fails_the_task_and_archives_nothing(gcs, databricks, monkeypatch, end_state):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
-    databricks.script["stage_orders"] = [end_state]
+    databricks.script["stage_orders"] = [end_state, end_state]
     upload_seed(gcs)
 
     outcome = run_dag()
@@ -86,20 +86,77 @@ def test_an_unsuccessful_run_fails_the_task_on_every_try_and_archives_nothing(gc
     assert outcome.state == "failed"
     assert outcome.tasks["stage_orders"] == "failed"
     assert outcome.tasks["archive_loaded_files"] == "upstream_failed"
-    # The retry re-submitted with the same token, so Databricks answered with the same (failed) run.
-    submissions = databricks.submitted("stage_orders")
-    assert len(submissions) == 2
-    assert len({payload["idempotency_token"] for payload in submissions}) == 1
-    assert len(databricks.runs) == 1
+    # The retry saw the first run's terminal state and submitted a fresh run, with a new token.
+    tokens = [payload["idempotency_token"] for payload in databricks.submitted("stage_orders")]
+    assert tokens == [idempotency_token("order-tracking", DAG_ID, outcome.run_id, "stage_orders", 0, n) for n in (0, 1)]
+    assert len(databricks.runs) == 2
     assert databricks.submitted("merge_orders") == []
     assert gcs.names("input/") == [f"input/{path.name}" for path in SEED_FILES]
     assert gcs.names("archive/") == gcs.names("rejected/") == []
 
 
+def test_a_retry_after_a_failed_run_submits_a_fresh_run_that_loads(spark, gcs, databricks, monkeypatch):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
+    databricks.script["stage_orders"] = ["FAILED", "SUCCESS"]
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert [run["outcome"] for run in databricks.runs.values()] == ["FAILED", "SUCCESS", "SUCCESS"]
+    assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "stage_orders", "merge_orders"]
+    assert len({payload["idempotency_token"] for payload in databricks.submitted("stage_orders")}) == 2
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    assert len(gcs.names("archive/")) == len(SEED_FILES)
+
+
+def test_a_retry_re_attaches_to_a_run_still_going(spark, gcs, databricks, monkeypatch, capfd):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
+    # The first try loses the Jobs API (503 on every runs/get it makes) while the run goes on.
+    databricks.script["merge_orders"] = ["UNREACHABLE"]
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert len(databricks.submitted("merge_orders")) == 1
+    assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "merge_orders"]
+    out, err = capfd.readouterr()
+    assert "API requests to Databricks failed 3 times" in out + err  # the first try failed
+    assert "re-attaching to Databricks run 2 of an earlier try (RUNNING)" in out + err
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+
+
+def test_a_run_that_succeeds_with_a_failed_job_result_fails_the_task(gcs, databricks, monkeypatch):
+    databricks.script["stage_orders"] = ["RESULT_FAILED"]
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "failed"
+    assert outcome.tasks["stage_orders"] == "failed"
+    assert outcome.tasks["merge_orders"] == "upstream_failed"
+    assert [run["outcome"] for run in databricks.runs.values()] == ["SUCCESS"]
+    assert gcs.names("archive/") == []
+
+
+def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):
+    databricks.throttle_submits = 1
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert databricks.throttled == 1
+    assert len(databricks.submitted("stage_orders")) == 1
+    assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "merge_orders"]
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+
+
 def test_killing_the_task_cancels_its_databricks_run(databricks):
     from order_tracking_load.spark_backends import DatabricksSparkJobOperator
 
-    operator = DatabricksSparkJobOperator(task_id="merge_orders", run_spec={"tasks": []})
+    operator = DatabricksSparkJobOperator(task_id="merge_orders", run_spec={"tasks": []}, deployment="test")
     operator.run_id = 42
 
     operator.on_kill()

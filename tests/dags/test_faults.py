@@ -152,7 +152,7 @@ def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db,
 
     assert late == {"archived": [], "rejected": [], "left_in_input": [], "already_gone": SEED_INPUT}
     batch_a, batch_b = gcs_files.batch_key(run_a.run_id), gcs_files.batch_key(run_b.run_id)
-    assert gcs.names("archive/") == [f"archive/2026-11-26/{batch_b}/{path.name}" for path in SEED_FILES]
+    assert gcs.names("archive/") == [f"archive/2026-11-26/00/{batch_b}/{path.name}" for path in SEED_FILES]
     assert gcs.names("input/") == []
     target = read(spark, str(pipeline_env / "orders"))
     assert target.count() == target.select("tracking_num").distinct().count() == 23

@@ -1,4 +1,4 @@
-"""Which prefix a run reads, and what it calls its date and batch."""
+"""Which files a run reads, where it archives them, and what it calls its batch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 
-from order_tracking_load.gcs_files import batch_date, batch_key, is_replay, source_prefix
+from order_tracking_load.gcs_files import archive_folder, batch_date, batch_key, run_source
 from order_tracking_load.settings import load_settings
+from spark_jobs.tables import check_batch_id
 
 
 @dataclasses.dataclass
@@ -17,32 +18,90 @@ class FakeDagRun:
     run_type: DagRunType
     logical_date: datetime | None
     run_after: datetime
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
 
 
-def context(run_type: DagRunType, logical_date: datetime | None, replay_date: str | None = None) -> dict:
+def context(
+    run_type: DagRunType,
+    logical_date: datetime | None,
+    replay_date: str | None = None,
+    interval: tuple[datetime, datetime] | None = None,
+) -> dict:
     run_after = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
-    return {"dag_run": FakeDagRun(run_type, logical_date, run_after), "params": {"replay_date": replay_date}}
+    dag_run = FakeDagRun(run_type, logical_date, run_after, *(interval or (None, None)))
+    return {"dag_run": dag_run, "params": {"replay_date": replay_date}}
+
+
+ARCHIVED = [
+    "archive/2026-11-19/23/scheduled__2026-11-19T23:00:00+00:00/a.csv",
+    "archive/2026-11-20/00/scheduled__2026-11-20T00:00:00+00:00/b.csv",
+    "archive/2026-11-20/13/manual__2026-11-20T13:12:00+00:00/c.csv",
+    "archive/2026-11-20/old_layout_batch/d.csv",  # written before the hour folder existed: hour 00
+    "archive/2026-11-21/00/scheduled__2026-11-21T00:00:00+00:00/e.csv",
+]
+
+
+def _day(day: int, hour: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
-    ("run_type", "logical_date", "replay_date", "prefix"),
+    ("interval", "dates", "held"),
     [
-        (DagRunType.SCHEDULED, datetime(2026, 11, 26, 10, tzinfo=UTC), None, "input/"),
-        (DagRunType.MANUAL, None, None, "input/"),
-        (DagRunType.BACKFILL, datetime(2026, 11, 20, tzinfo=UTC), None, "archive/2026-11-20/"),
-        (DagRunType.MANUAL, None, "2026-11-21", "archive/2026-11-21/"),
+        # A daily backfill run reloads its whole date, and nothing of the dates beside it.
+        ((_day(20), _day(21)), ("2026-11-20",), ["b.csv", "c.csv", "d.csv"]),
+        # Hourly runs split the date between them: each file falls in exactly one run.
+        ((_day(20, 13), _day(20, 14)), ("2026-11-20",), ["c.csv"]),
+        ((_day(20, 14), _day(20, 15)), ("2026-11-20",), []),
+        ((_day(19, 23), _day(20, 1)), ("2026-11-19", "2026-11-20"), ["a.csv", "b.csv", "d.csv"]),
     ],
 )
-def test_backfills_and_replay_dates_read_the_archive_of_their_date(run_type, logical_date, replay_date, prefix):
+def test_a_backfill_run_replays_the_archive_hours_that_start_within_its_data_interval(interval, dates, held):
+    source = run_source(context(DagRunType.BACKFILL, interval[0], interval=interval), load_settings())
+
+    assert (source.replay, source.prefix, source.dates) == (True, "archive/", dates)
+    assert [name.rsplit("/", 1)[1] for name in ARCHIVED if source.holds(name)] == held
+
+
+def test_a_daily_backfill_over_a_range_replays_each_archived_file_once():
     settings = load_settings()
-    assert source_prefix(context(run_type, logical_date, replay_date), settings) == prefix
-    assert is_replay(context(run_type, logical_date, replay_date)) is prefix.startswith("archive/")
+    runs = [
+        run_source(context(DagRunType.BACKFILL, _day(d), interval=(_day(d), _day(d + 1))), settings)
+        for d in (19, 20, 21)
+    ]
+
+    assert sorted(name for source in runs for name in ARCHIVED if source.holds(name)) == sorted(ARCHIVED)
 
 
-def test_a_manual_run_without_logical_date_is_dated_by_its_run_after():
+def test_scheduled_and_manual_runs_load_input_and_replay_dates_load_their_whole_date():
+    settings = load_settings()
+    for run_type, logical_date in ((DagRunType.SCHEDULED, _day(26, 10)), (DagRunType.MANUAL, None)):
+        source = run_source(context(run_type, logical_date), settings)
+        assert (source.replay, source.prefix) == (False, "input/")
+    replay = run_source(context(DagRunType.MANUAL, None, replay_date="2026-11-20"), settings)
+    assert (replay.replay, replay.dates, replay.hours) == (True, ("2026-11-20",), None)
+    assert [name for name in ARCHIVED if replay.holds(name)] == ARCHIVED  # listing already scoped the date
+
+
+def test_a_run_archives_under_the_date_and_hour_of_its_load_time():
+    settings = load_settings()
+    assert archive_folder(settings, context(DagRunType.SCHEDULED, _day(26, 10))) == "archive/2026-11-26/10/"
+    # A manual run without a logical date is dated by its run-after.
+    assert archive_folder(settings, context(DagRunType.MANUAL, None)) == "archive/2026-11-27/09/"
     assert batch_date(context(DagRunType.MANUAL, None)) == "2026-11-27"
 
 
-def test_batch_key_keeps_run_ids_readable_and_makes_others_safe():
+def test_batch_keys_keep_safe_run_ids_and_never_collide():
     assert batch_key("scheduled__2026-11-26T10:00:00+00:00") == "scheduled__2026-11-26T10:00:00+00:00"
-    assert batch_key("my run/with 'odd' chars") == "my_run_with__odd__chars"
+    odd = batch_key("my run/with 'odd' chars")
+    assert odd.startswith("my_run_with__odd__chars~")
+    keys = {batch_key(run_id) for run_id in ("a/b", "a_b", "a b", "a\\b", "x" * 201, "x" * 202, "x" * 200)}
+    assert len(keys) == 7
+    for key in keys:
+        assert check_batch_id(key) == key
+
+
+def test_a_batch_id_with_a_trailing_newline_is_refused():
+    with pytest.raises(ValueError, match="batch id"):
+        check_batch_id("batch\n")

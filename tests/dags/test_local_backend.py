@@ -36,7 +36,9 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
     target = read(spark, str(pipeline_env / "orders"))
     assert_df_equality(target.select(*BUSINESS), expected_target(spark), ignore_row_order=True, ignore_nullable=True)
     batch = gcs_files.batch_key(first.run_id)
-    assert gcs.names("archive/") == [f"archive/2026-11-26/{batch}/{path}" for path in sorted(p.name for p in _seed())]
+    assert gcs.names("archive/") == [
+        f"archive/2026-11-26/00/{batch}/{path}" for path in sorted(p.name for p in _seed())
+    ]
     assert gcs.names("input/") == ["input/late.csv", "input/readme.txt"]
     manifest = json.loads(gcs.read(f"manifests/{batch}.json"))
     assert [f["name"] for f in manifest["files"]] == [f"input/{p.name}" for p in _seed()]
@@ -49,7 +51,7 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
     trk1000 = read(spark, str(pipeline_env / "orders")).where("tracking_num = 'TRK1000'").first()
     assert (trk1000["status"], str(trk1000["last_update_timestamp"])) == ("Delivered", "2023-01-06 08:00:00")
     assert gcs.names("input/") == ["input/readme.txt"]
-    assert f"archive/2026-11-26/{gcs_files.batch_key(second.run_id)}/late.csv" in gcs.names("archive/")
+    assert f"archive/2026-11-26/00/{gcs_files.batch_key(second.run_id)}/late.csv" in gcs.names("archive/")
 
     version = _target_version(spark, pipeline_env)
     only_other_files = run_dag()  # readme.txt wakes the sensor, but there is no CSV to load

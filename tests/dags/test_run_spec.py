@@ -57,12 +57,19 @@ def test_unknown_job_is_refused(settings):
         build_run_spec("cleanup", {}, settings)
 
 
-def test_idempotency_token_is_stable_per_task_and_run_and_fits_databricks():
-    token = idempotency_token("dag", "manual__2026-11-26T10:00:00+00:00", "stage_orders")
+def test_idempotency_token_is_stable_per_attempt_and_differs_by_deployment_and_attempt():
+    run = "manual__2026-11-26T10:00:00+00:00"
+    token = idempotency_token("prod", "dag", run, "stage_orders")
     assert len(token) == 64
-    assert token == idempotency_token("dag", "manual__2026-11-26T10:00:00+00:00", "stage_orders")
-    assert token != idempotency_token("dag", "manual__2026-11-26T10:00:00+00:00", "merge_orders")
-    assert token != idempotency_token("dag", "manual__2026-11-26T10:00:00+00:00", "stage_orders", clear_number=1)
+    assert token == idempotency_token("prod", "dag", run, "stage_orders", 0, 0)
+    others = {
+        idempotency_token("staging", "dag", run, "stage_orders"),
+        idempotency_token("prod", "dag", run, "merge_orders"),
+        idempotency_token("prod", "dag", run, "stage_orders", clear_number=1),
+        idempotency_token("prod", "dag", run, "stage_orders", attempt=1),
+    }
+    assert len(others) == 4
+    assert token not in others
 
 
 def test_bad_settings_fail_early(monkeypatch):
