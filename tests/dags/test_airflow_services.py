@@ -36,7 +36,7 @@ def _free_port() -> int:
 class AirflowServices:
     """The four services, with their own AIRFLOW_HOME, and an authenticated REST client."""
 
-    def __init__(self, home: Path, tables: Path) -> None:
+    def __init__(self, home: Path, tables: Path, settings: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         passwords = home / "passwords.json"
@@ -65,6 +65,8 @@ class AirflowServices:
             "ORDER_TRACKING_RETRIES": "0",
             "ORDER_TRACKING_SHUFFLE_PARTITIONS": "1",
             "ORDER_TRACKING_SPARK_MASTER": "local[1]",
+            "ORDER_TRACKING_SPARK_DRIVER_MEMORY": "1g",
+            **(settings or {}),
         }
         self.home = home
         self.processes: list[subprocess.Popen] = []
@@ -119,6 +121,14 @@ class AirflowServices:
     def task_state(self, run_id: str, task_id: str) -> str | None:
         return self.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
 
+    def task_states(self, run_id: str) -> dict[str, str]:
+        listed = self.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in listed}
+
+    def unpause_when_parsed(self) -> None:
+        self._wait(lambda: self.api("GET", f"dags/{DAG_ID}")["dag_id"] == DAG_ID, "the DAG", 180)
+        self.api("PATCH", f"dags/{DAG_ID}", json={"is_paused": False})
+
 
 @pytest.fixture
 def airflow_services(tmp_path: Path, gcs_emulator) -> Iterator[AirflowServices]:
@@ -129,8 +139,7 @@ def airflow_services(tmp_path: Path, gcs_emulator) -> Iterator[AirflowServices]:
 
 def test_a_run_triggered_through_the_rest_api_loads_the_files(spark, gcs, airflow_services):
     services = airflow_services
-    services._wait(lambda: services.api("GET", f"dags/{DAG_ID}")["dag_id"] == DAG_ID, "the DAG", 180)
-    services.api("PATCH", f"dags/{DAG_ID}", json={"is_paused": False})
+    services.unpause_when_parsed()
 
     run = services.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
     run_id = run["dag_run_id"]
@@ -143,10 +152,7 @@ def test_a_run_triggered_through_the_rest_api_loads_the_files(spark, gcs, airflo
         600,
     )
 
-    states = {
-        ti["task_id"]: ti["state"]
-        for ti in services.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    }
+    states = services.task_states(run_id)
     assert services.api("GET", f"dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "success", states
     assert set(states.values()) == {"success"}
     assert read(spark, str(services.home.parent / "tables" / "orders")).count() == 23
@@ -157,3 +163,75 @@ def test_a_run_triggered_through_the_rest_api_loads_the_files(spark, gcs, airflo
     )
     assert '"rows_inserted": 23' in json.dumps(merge_metrics) or "'rows_inserted': 23" in str(merge_metrics)
     assert REPO.exists()
+
+
+def test_a_backfill_over_two_dates_replays_each_archived_file_once_with_runs_at_once(spark, gcs, tmp_path):
+    """Two backfill runs at once (the default allows 10): both succeed, and nothing in the target moves."""
+    from order_tracking_load.gcs_files import batch_key
+    from order_tracking_load.settings import TABLE_NAMES, Tables
+    from tests.spark_jobs.helpers import load_batch
+
+    table_root = tmp_path / "tables"
+    tables = Tables(**{role: str(table_root / name) for role, name in TABLE_NAMES.items()})
+    # The archive as two earlier days' runs left it, and their loads in the tables.
+    earlier = {"2026-11-20/10/scheduled_a": SEED_FILES[:3], "2026-11-21/00/scheduled_b": SEED_FILES[3:]}
+    for folder, files in earlier.items():
+        upload_seed(gcs, files, prefix=f"archive/{folder}/")
+        load_batch(spark, tables, files, folder.rsplit("/", 1)[1])
+    target_before = sorted(read(spark, tables.target).collect())
+    history_before = sorted(read(spark, tables.history).collect())
+    archive_before = gcs.names("archive/")
+
+    services = AirflowServices(
+        tmp_path / "airflow-home",
+        table_root,
+        {"ORDER_TRACKING_SCHEDULE": "@daily", "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5"},
+    ).start()
+    try:
+        services.unpause_when_parsed()
+        backfill = services.api(
+            "POST",
+            "backfills",
+            json={"dag_id": DAG_ID, "from_date": "2026-11-20T00:00:00Z", "to_date": "2026-11-21T00:00:00Z"},
+        )
+        assert backfill["max_active_runs"] == 10
+
+        def backfill_runs() -> list[dict]:
+            runs = services.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+            return sorted(runs, key=lambda run: run["logical_date"])
+
+        services._wait(
+            lambda: len(backfill_runs()) == 2 and all(r["state"] in ("success", "failed") for r in backfill_runs()),
+            "the backfill runs",
+            600,
+        )
+        runs = backfill_runs()
+        states = {run["dag_run_id"]: services.task_states(run["dag_run_id"]) for run in runs}
+    finally:
+        services.stop()
+
+    assert [(run["logical_date"][:10], run["state"]) for run in runs] == [
+        ("2026-11-20", "success"),
+        ("2026-11-21", "success"),
+    ], states
+    assert all(set(tasks.values()) == {"success"} for tasks in states.values()), states
+    # The two runs were active at once: each started before the other ended.
+    first, second = runs
+    assert first["start_date"] < second["end_date"]
+    assert second["start_date"] < first["end_date"]
+    assert sorted(read(spark, tables.target).collect()) == target_before
+    assert sorted(read(spark, tables.history).collect()) == history_before
+    audit = {row["batch_id"]: row for row in read(spark, tables.audit).collect()}
+    replayed = {
+        run["logical_date"][:10]: sorted(
+            f["uri"].rsplit("/", 1)[1] for f in audit[batch_key(run["dag_run_id"])]["files"]
+        )
+        for run in runs
+    }
+    assert replayed == {
+        "2026-11-20": sorted(path.name for path in SEED_FILES[:3]),
+        "2026-11-21": sorted(path.name for path in SEED_FILES[3:]),
+    }
+    assert [audit[batch_key(run["dag_run_id"])]["rows_inserted"] for run in runs] == [0, 0]
+    assert [audit[batch_key(run["dag_run_id"])]["status"] for run in runs] == ["merged", "merged"]
+    assert gcs.names("archive/") == archive_before  # a replay moves nothing

@@ -1,0 +1,108 @@
+"""The archive step against the GCS emulator: exactly the listed object versions move, and a retry finishes."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException
+
+from order_tracking_load import gcs_files
+from order_tracking_load.settings import load_settings
+
+NAMES = ["input/a.csv", "input/b.csv", "input/c.csv", "input/d.csv"]
+FOLDER = "archive/2026-11-26/10/batch-1/"
+
+
+def _listing(gcs) -> dict:
+    """The run's listing, as list_new_files records it: each object's name and generation."""
+    files = []
+    for name in NAMES:
+        blob = gcs.bucket.get_blob(name)
+        files.append({"uri": f"gs://{gcs.bucket_name}/{name}", "name": name, "generation": blob.generation})
+    return {
+        "batch_id": "batch-1",
+        "batch_date": "2026-11-26",
+        "replay": False,
+        "source_prefix": "input/",
+        "archive_folder": "archive/2026-11-26/10/",
+        "files": files,
+    }
+
+
+def _loaded(listing: dict) -> dict:
+    return {"files": [{"uri": item["uri"], "status": "loaded", "reason": None} for item in listing["files"]]}
+
+
+@pytest.fixture
+def listed(gcs, pipeline_env) -> dict:
+    for name in NAMES:
+        gcs.upload(name, f"{name} first version\n")
+    return _listing(gcs)
+
+
+def test_an_object_overwritten_after_listing_stays_in_input_for_the_next_run(gcs, listed):
+    gcs.upload("input/b.csv", "input/b.csv second version\n")  # a new generation, not the one loaded
+
+    moved = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+
+    assert moved["left_in_input"] == ["input/b.csv"]
+    assert moved["archived"] == [f"{FOLDER}a.csv", f"{FOLDER}c.csv", f"{FOLDER}d.csv"]
+    assert gcs.names("input/") == ["input/b.csv"]
+    assert gcs.read("input/b.csv") == b"input/b.csv second version\n"
+    assert gcs.read(f"{FOLDER}a.csv") == b"input/a.csv first version\n"
+
+
+def test_an_archive_that_fails_part_way_is_finished_by_the_retry(gcs, listed, monkeypatch):
+    real_move, calls = gcs_files._move, []
+
+    def gcs_fails_after_two_moves(*args: object, **kwargs: object) -> str:
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise AirflowException("injected: GCS refused the copy")
+        return real_move(*args, **kwargs)
+
+    with monkeypatch.context() as outage:
+        outage.setattr(gcs_files, "_move", gcs_fails_after_two_moves)
+        with pytest.raises(AirflowException, match="injected"):
+            gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    assert gcs.names("input/") == ["input/c.csv", "input/d.csv"]
+
+    retried = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+
+    # The two moved by the first try are recognised at their destination; the retry moves the rest.
+    assert retried["archived"] == [f"{FOLDER}{name}" for name in ("a.csv", "b.csv", "c.csv", "d.csv")]
+    assert retried["already_gone"] == retried["left_in_input"] == []
+    assert gcs.names("input/") == []
+    assert gcs.names("archive/") == [f"{FOLDER}{name}" for name in ("a.csv", "b.csv", "c.csv", "d.csv")]
+    assert [gcs.read(f"{FOLDER}{name}") for name in ("a.csv", "d.csv")] == [
+        b"input/a.csv first version\n",
+        b"input/d.csv first version\n",
+    ]
+
+
+def test_a_backfill_run_with_nothing_archived_in_its_interval_is_skipped_at_once(gcs, pipeline_env):
+    import time
+    from datetime import UTC, datetime
+
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    from tests.dags.test_gcs_files import FakeDagRun
+
+    gcs.upload("archive/2026-11-20/10/earlier/a.csv", "order_num\n")  # another date's archive
+    gcs.upload("input/new.csv", "order_num\n")  # input is never a backfill's source
+    start, end = datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC)
+    context = {
+        "dag_run": FakeDagRun(DagRunType.BACKFILL, start, end, start, end),
+        "params": {"replay_date": None},
+    }
+    sensor = gcs_files.NewFilesSensor(task_id="wait_for_new_files", settings=load_settings())
+
+    began = time.monotonic()
+    with pytest.raises(AirflowSkipException) as skipped:
+        sensor.execute(context)
+
+    assert time.monotonic() - began < 5  # not the sensor timeout
+    assert str(skipped.value) == (
+        "nothing to replay: no archived files in gs://order-tracking/archive/<date>/<hour>/ "
+        "for the hours starting from 2026-11-21 00:00 to 2026-11-22 00:00 UTC"
+    )
