@@ -416,7 +416,8 @@ def experiments(
             if setup:
                 spark.sql(setup.format(target=table_sql(table)))
             with spark_conf(spark, conf or {}):
-                times.append(timed(lambda: merge_latest(spark, batch, table, key_range))[0])
+                note = f"bench experiment {name} {len(times)}"
+                times.append(timed(lambda note=note: merge_latest(batch, table, key_range, note))[0])
             metrics = last_merge_metrics(spark, table)
         return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
 

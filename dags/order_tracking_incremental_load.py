@@ -11,7 +11,7 @@ Loads order-tracking CSV files from GCS into Delta tables:
    bad rows go to the rejects table.
 4. **merge_orders** - Spark job: one atomic, latest-wins MERGE into the target (plus history and audit).
    Returns its metrics to XCom and updates the `order_tracking_target` Asset.
-5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<run>/`
+5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<hour>/<run>/`
    (files rejected whole to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
 
 Files are archived under `archive/<date>/<hour>/<run>/` of the run's logical time (UTC). A backfill run

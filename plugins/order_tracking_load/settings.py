@@ -33,7 +33,11 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("ORDER_TRACKING_BUCKET", "order-tracking", "GCS bucket that receives the CSV files"),
     Setting("ORDER_TRACKING_INPUT_PREFIX", "input/", "prefix where new CSV files land"),
-    Setting("ORDER_TRACKING_ARCHIVE_PREFIX", "archive/", "loaded files move to <prefix><date>/<run>/"),
+    Setting(
+        "ORDER_TRACKING_ARCHIVE_PREFIX",
+        "archive/",
+        "loaded files move to <prefix><date>/<hour>/<run>/ (the run's logical time, UTC)",
+    ),
     Setting("ORDER_TRACKING_REJECTED_PREFIX", "rejected/", "files rejected whole move to <prefix><date>/<run>/"),
     Setting("ORDER_TRACKING_MANIFEST_PREFIX", "manifests/", "one JSON manifest per run: the exact objects loaded"),
     Setting(
