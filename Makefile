@@ -10,6 +10,13 @@ BENCH_ARGS ?=
 
 .PHONY: venv jars test lint format wheel demo compose-check bench bench-smoke clean
 
+# docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
+.env: .env.example | venv
+	@test ! -e .env || { echo ".env exists; remove it to regenerate"; exit 1; }
+	cp .env.example .env
+	echo "AIRFLOW__CORE__FERNET_KEY=$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" >> .env
+	@echo "wrote .env with a generated AIRFLOW__CORE__FERNET_KEY"
+
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml

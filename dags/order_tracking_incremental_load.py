@@ -10,7 +10,10 @@ Loads order-tracking CSV files from GCS into Delta tables:
 3. **stage_orders** - Spark job: validate, clean and dedupe the manifest's files into the staging table;
    bad rows go to the rejects table.
 4. **merge_orders** - Spark job: one atomic, latest-wins MERGE into the target (plus history and audit).
-   Returns its metrics to XCom and updates the `order_tracking_target` Asset.
+   Returns its metrics to XCom. When it changed the target (rows inserted or updated), it emits an event,
+   with the load's figures in `extra`, on the target table's Asset, named by its URI
+   (`databricks://<workspace>/<catalog>/<schema>/orders`, or `file://<table root>/orders` locally),
+   through the AssetAlias `order_tracking_target_updates`. A replay that changed nothing emits none.
 5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<hour>/<run>/`
    (files rejected whole to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
 
@@ -61,11 +64,13 @@ with DAG(
     },
 ):
     wait_for_new_files = NewFilesSensor(task_id="wait_for_new_files", settings=SETTINGS)
-    list_new_files = tasks.list_new_files()
-    stage_orders = spark_job("stage_orders", stage_parameters(SETTINGS), SETTINGS)
+    list_new_files = tasks.list_new_files(SETTINGS)
+    stage_orders = spark_job("stage_orders", stage_parameters(SETTINGS, list_new_files), SETTINGS)
     merge_orders = spark_job(
-        "merge_orders", merge_parameters(SETTINGS), SETTINGS, outlets=[tasks.target_table_asset(SETTINGS)]
+        "merge_orders", merge_parameters(SETTINGS, list_new_files), SETTINGS, target=tasks.target_table_asset(SETTINGS)
     )
-    archive_loaded_files = tasks.archive_loaded_files(listing=list_new_files, stage_result=stage_orders.output)
+    archive_loaded_files = tasks.archive_loaded_files(
+        SETTINGS, listing=list_new_files, stage_result=stage_orders.output
+    )
 
     chain(wait_for_new_files, list_new_files, stage_orders, merge_orders, archive_loaded_files)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+from spark_jobs.contracts import FAILED, SUCCEEDED, JobMetrics
 
 LOG = logging.getLogger("order_tracking")
 
@@ -32,7 +33,7 @@ def run_job(job: Callable[[], dict]) -> int:
         metrics = job()
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
         LOG.error("%s", error)
-        print(json.dumps({"result": "failed", "error": str(error)}), flush=True)
+        print(JobMetrics(result=FAILED, error=str(error)).to_json_line(), flush=True)
         raise SystemExit(1) from None
-    print(json.dumps({"result": "succeeded", **metrics}, default=str), flush=True)
+    print(JobMetrics.from_dict({**metrics, "result": SUCCEEDED}).to_json_line(), flush=True)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_jobs.contracts import Manifest
 from spark_jobs.headers import HEAD_BYTES, FileHeader, file_header
 from spark_jobs.schema import SOURCE_FILE
 
@@ -146,10 +146,7 @@ def read_csv_records(spark: SparkSession, paths: list[str], header_cells: tuple[
     )
 
 
-def read_manifest(spark: SparkSession, uri: str) -> dict:
-    """Read a batch manifest: ``{"batch_id": ..., "files": [{"uri", "size", "generation"}, ...]}``."""
+def read_manifest(spark: SparkSession, uri: str) -> Manifest:
+    """Read a batch manifest (``spark_jobs.contracts.Manifest``) through Hadoop's file system."""
     text = spark.read.text(uri, wholetext=True).collect()[0][0]
-    manifest = json.loads(text)
-    if not isinstance(manifest.get("files"), list):
-        raise ValueError(f"manifest {uri} has no 'files' list")
-    return manifest
+    return Manifest.from_json(text, f"manifest {uri}")

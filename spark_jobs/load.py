@@ -9,6 +9,7 @@ from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
     commit_note,
@@ -36,9 +37,7 @@ AUDIT_FILE = T.StructType(
         T.StructField("rows_rejected", T.LongType()),
         T.StructField("status", T.StringType()),
         T.StructField("reason", T.StringType()),
-        # "<data rows>:<hash of every (line number, record text)>": the same content under any name.
-        T.StructField("fingerprint", T.StringType()),
-        # Set when an earlier merged batch loaded this name or this content: which batch, and why.
+        T.StructField("fingerprint", T.StringType()),  # see spark_jobs.contracts.FileResult
         T.StructField("redelivery_of", T.StringType()),
     ]
 )
@@ -48,23 +47,7 @@ AUDIT_SCHEMA = T.StructType(
         T.StructField("status", T.StringType()),  # staged, stage_failed, merged
         T.StructField("error", T.StringType()),
         T.StructField("files", T.ArrayType(AUDIT_FILE)),
-        *[
-            T.StructField(name, T.LongType())
-            for name in (
-                "rows_read",
-                "rows_rejected",
-                "files_rejected",
-                "files_redelivered",
-                "rows_collapsed",
-                "rows_staged",
-                "rows_inserted",
-                "rows_updated",
-                "rows_skipped_stale",
-                "rows_unchanged",
-                "history_rows_inserted",
-                "target_version",
-            )
-        ],
+        *[T.StructField(name, T.LongType()) for name in ROW_COUNTS],
         T.StructField("stage_started_at", T.TimestampType()),
         T.StructField("stage_finished_at", T.TimestampType()),
         T.StructField("merge_started_at", T.TimestampType()),

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from spark_jobs.contracts import LOADED, REJECTED, FileResult
 from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
@@ -35,18 +36,18 @@ class FileOutcome:
         return self.reason is None
 
     def audit_record(self) -> dict:
-        """The file's entry in the audit record's ``files``."""
-        return {
-            "uri": self.file.uri,
-            "size": self.file.size,
-            "generation": self.file.generation,
-            "rows": self.rows,
-            "rows_rejected": self.rows_rejected,
-            "status": "loaded" if self.loaded else "rejected",
-            "reason": self.reason,
-            "fingerprint": self.fingerprint,
-            "redelivery_of": self.redelivery_of,
-        }
+        """The file's entry in the metrics and the audit record's ``files`` (a ``FileResult``)."""
+        return FileResult(
+            uri=self.file.uri,
+            size=self.file.size,
+            generation=self.file.generation,
+            rows=self.rows,
+            rows_rejected=self.rows_rejected,
+            status=LOADED if self.loaded else REJECTED,
+            reason=self.reason,
+            fingerprint=self.fingerprint,
+            redelivery_of=self.redelivery_of,
+        ).to_dict()
 
 
 def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOutcome]:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from dataclasses import asdict
 from datetime import datetime
 from functools import reduce
 
@@ -246,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         from spark_jobs.session import get_spark
 
         spark = get_spark("stage_orders")
-        inputs = [{"uri": uri} for uri in args.input] if args.input else read_manifest(spark, args.manifest)["files"]
+        if args.input:
+            inputs = [{"uri": uri} for uri in args.input]
+        else:
+            inputs = [asdict(item) for item in read_manifest(spark, args.manifest).files]
         return stage_orders(
             spark,
             inputs,

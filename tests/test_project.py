@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 
 from order_tracking_load.settings import SETTINGS
@@ -58,3 +60,38 @@ def test_the_repo_holds_no_credential():
             if "FAKE" not in line:
                 found += [(name, kind) for kind, pattern in CREDENTIAL_PATTERNS.items() if pattern.search(line)]
     assert found == []
+
+
+def test_make_env_writes_a_generated_fernet_key_and_never_overwrites(tmp_path):
+    from cryptography.fernet import Fernet
+
+    for name in ("Makefile", ".env.example", "requirements.txt", "requirements-dev.txt", "pyproject.toml"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (tmp_path / ".venv" / ".installed").touch()  # the venv is up to date: make builds nothing else
+
+    made = subprocess.run(["make", ".env"], cwd=tmp_path, capture_output=True, text=True, check=False)
+
+    assert made.returncode == 0, made.stderr
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert lines[:-1] == (REPO / ".env.example").read_text().splitlines()
+    name, _, key = lines[-1].partition("=")
+    assert name == "AIRFLOW__CORE__FERNET_KEY"
+    assert Fernet(key.encode()).decrypt(Fernet(key.encode()).encrypt(b"token")) == b"token"
+    # Run again, even with .env.example changed since: the existing .env (and its key) is kept.
+    os.utime(tmp_path / ".env.example", (time.time() + 60, time.time() + 60))
+    again = subprocess.run(["make", ".env"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert again.returncode != 0
+    assert ".env exists; remove it to regenerate" in again.stdout
+    assert (tmp_path / ".env").read_text().splitlines() == lines
+
+
+def test_the_compose_stack_binds_loopback_and_requires_a_fernet_key():
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    published = {name: service["ports"] for name, service in compose["services"].items() if "ports" in service}
+    assert published == {"fake-gcs": ["127.0.0.1:4443:4443"], "airflow-apiserver": ["127.0.0.1:8080:8080"]}
+    fernet = compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__FERNET_KEY"]
+    assert fernet.startswith("${AIRFLOW__CORE__FERNET_KEY:?")

@@ -28,6 +28,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.exceptions import RequestException
 
 from order_tracking_load.settings import LoadSettings
+from spark_jobs.contracts import REJECTED, JobMetrics, Manifest, ManifestFile
 
 LOG = logging.getLogger(__name__)
 REPLAY_RUN_TYPES = ("backfill",)
@@ -260,16 +261,13 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
     source = run_source(context, settings)
     blobs = list_source(settings, source)
-    files = [
-        {
-            "uri": f"gs://{settings.bucket}/{blob.name}",
-            "name": blob.name,
-            "generation": blob.generation,
-            "size": blob.size,
-        }
+    files = tuple(
+        ManifestFile(
+            uri=f"gs://{settings.bucket}/{blob.name}", name=blob.name, generation=blob.generation, size=blob.size
+        )
         for blob in sorted(blobs, key=lambda blob: blob.name)
         if blob.name.lower().endswith(".csv")
-    ]
+    )
     ignored = sorted(
         blob.name for blob in blobs if not blob.name.lower().endswith(".csv") and not blob.name.endswith("/")
     )
@@ -279,31 +277,31 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
         raise AirflowSkipException(f"no .csv objects in {source.describe(settings.bucket)}")
 
     key = batch_key(context["run_id"])
-    manifest = {
-        "batch_id": key,
-        "run_id": context["run_id"],
-        "batch_date": batch_date(context),
-        "replay": source.replay,
-        "source_prefix": source.prefix,
-        "archive_folder": archive_folder(settings, context),
-        "files": files,
-    }
+    manifest = Manifest(
+        batch_id=key,
+        files=files,
+        run_id=context["run_id"],
+        batch_date=batch_date(context),
+        replay=source.replay,
+        source_prefix=source.prefix,
+        archive_folder=archive_folder(settings, context),
+    )
     manifest_name = f"{settings.manifest_prefix}{key}.json"
     # Written only after the whole listing succeeded, in one upload: GCS makes the object appear whole
     # or not at all, so no partial manifest can exist.
     with gcs_errors(f"write gs://{settings.bucket}/{manifest_name}", settings):
         _bucket(settings).blob(manifest_name).upload_from_string(
-            json.dumps(manifest, indent=2), content_type="application/json", retry=gcs_retry(settings)
+            json.dumps(manifest.to_dict(), indent=2), content_type="application/json", retry=gcs_retry(settings)
         )
     LOG.info(
         "manifest gs://%s/%s lists %d files (%d bytes) from %s",
         settings.bucket,
         manifest_name,
         len(files),
-        sum(f["size"] or 0 for f in files),
+        sum(f.size or 0 for f in files),
         source.describe(settings.bucket),
     )
-    return {**manifest, "manifest_uri": f"gs://{settings.bucket}/{manifest_name}"}
+    return {**manifest.to_dict(), "manifest_uri": f"gs://{settings.bucket}/{manifest_name}"}
 
 
 def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
@@ -312,29 +310,30 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
     A listed object that is no longer in input was moved by an earlier try of this task, or by another
     run that loaded the same files (its rows are in the target either way); it is reported, not moved.
     """
-    if listing["replay"]:
+    manifest = Manifest.from_dict(listing, "the listing")
+    if manifest.replay:
         LOG.info("replay of archived files: nothing to move")
         return {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
-    outcome_by_uri = {item["uri"]: item for item in stage_result["files"]}
+    outcome_by_uri = {item.uri: item for item in JobMetrics.from_dict(stage_result).files}
     bucket = _bucket(settings)
     retry = gcs_retry(settings)
     moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
-    for item in listing["files"]:
-        outcome = outcome_by_uri.get(item["uri"])
+    for item in manifest.files:
+        outcome = outcome_by_uri.get(item.uri)
         if outcome is None:
-            raise AirflowException(f"stage reported nothing about {item['uri']}; not archiving it")
-        relative = item["name"][len(listing["source_prefix"]) :]
-        if outcome["status"] == "rejected":
-            destination = f"{settings.rejected_prefix}{listing['batch_date']}/{listing['batch_id']}/{relative}"
-            LOG.warning("%s was rejected whole (%s): moving it to %s", item["uri"], outcome["reason"], destination)
+            raise AirflowException(f"stage reported nothing about {item.uri}; not archiving it")
+        relative = item.name[len(manifest.source_prefix) :]
+        if outcome.status == REJECTED:
+            destination = f"{settings.rejected_prefix}{manifest.batch_date}/{manifest.batch_id}/{relative}"
+            LOG.warning("%s was rejected whole (%s): moving it to %s", item.uri, outcome.reason, destination)
             kind = "rejected"
         else:
-            destination = f"{listing['archive_folder']}{listing['batch_id']}/{relative}"
+            destination = f"{manifest.archive_folder}{manifest.batch_id}/{relative}"
             kind = "archived"
-        with gcs_errors(f"move gs://{settings.bucket}/{item['name']} to {destination}", settings):
-            result = _move(bucket, item["name"], int(item["generation"]), destination, retry)
+        with gcs_errors(f"move gs://{settings.bucket}/{item.name} to {destination}", settings):
+            result = _move(bucket, item.name, int(item.generation), destination, retry)
         moved[{"moved": kind, "changed": "left_in_input", "gone": "already_gone"}[result]].append(
-            destination if result == "moved" else item["name"]
+            destination if result == "moved" else item.name
         )
     LOG.info(
         "archived %d, rejected %d, left in input %d (changed since listing), already gone %d",

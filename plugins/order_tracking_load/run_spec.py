@@ -7,6 +7,9 @@ wheel entry point with the same named parameters on local Spark.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+from airflow.sdk import XComArg
 
 from order_tracking_load.settings import LoadSettings
 
@@ -15,7 +18,7 @@ ENTRY_POINTS = {"stage_orders": "stage-orders", "merge_orders": "merge-orders"}
 ENVIRONMENT_KEY = "order_tracking_jobs"
 
 
-def build_run_spec(job: str, parameters: dict[str, str], settings: LoadSettings) -> dict:
+def build_run_spec(job: str, parameters: dict[str, Any], settings: LoadSettings) -> dict:
     """The runs/submit payload of one job: a python_wheel_task with named parameters, on the configured compute."""
     if job not in ENTRY_POINTS:
         raise ValueError(f"unknown job {job!r}; expected one of {sorted(ENTRY_POINTS)}")
@@ -43,15 +46,12 @@ def build_run_spec(job: str, parameters: dict[str, str], settings: LoadSettings)
     return spec
 
 
-def _listing(field: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='list_new_files')['" + field + "'] }}"
-
-
-def stage_parameters(settings: LoadSettings) -> dict[str, str]:
-    """The stage job's named parameters; per-run values are templates rendered when the task runs."""
+def stage_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]:
+    """The stage job's named parameters. Per-run values are the listing's outputs (XComArgs, which also
+    make the data edge from the listing task) and templates, resolved when the task runs."""
     return {
-        "manifest": _listing("manifest_uri"),
-        "batch-id": _listing("batch_id"),
+        "manifest": listing["manifest_uri"],
+        "batch-id": listing["batch_id"],
         "staging-table": settings.tables.staging,
         "rejects-table": settings.tables.rejects,
         "audit-table": settings.tables.audit,
@@ -59,10 +59,10 @@ def stage_parameters(settings: LoadSettings) -> dict[str, str]:
     }
 
 
-def merge_parameters(settings: LoadSettings) -> dict[str, str]:
+def merge_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]:
     """The merge job's named parameters."""
     return {
-        "batch-id": _listing("batch_id"),
+        "batch-id": listing["batch_id"],
         "staging-table": settings.tables.staging,
         "target-table": settings.tables.target,
         "history-table": settings.tables.history,

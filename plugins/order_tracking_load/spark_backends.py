@@ -6,7 +6,6 @@ Both return the job's JSON metrics (the last line it prints) as the task's XCom 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from contextlib import redirect_stdout
 from importlib.metadata import entry_points
@@ -18,41 +17,41 @@ from airflow.providers.databricks.operators.databricks import (
     DatabricksSubmitRunOperator,
     _handle_deferrable_databricks_operator_execution,
 )
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
 from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token
 from order_tracking_load.settings import LoadSettings
+from spark_jobs.contracts import JobMetrics
 
 
-def last_json_line(output: str) -> dict:
-    """The last line of a job's output that is a JSON object (the job's metrics)."""
-    for line in reversed(output.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    raise AirflowException("the job printed no JSON metrics line")
+def job_metrics(output: str) -> JobMetrics:
+    """The metrics a job printed last (``spark_jobs.contracts.JobMetrics``)."""
+    metrics = JobMetrics.from_output(output)
+    if metrics is None:
+        raise AirflowException("the job printed no JSON metrics line")
+    return metrics
 
 
-def summary_line(job: str, metrics: dict) -> str:
+def summary_line(job: str, metrics: JobMetrics) -> str:
     """One log line with a job's figures."""
-    keys = (
-        "rows_read",
-        "rows_rejected",
-        "files_rejected",
-        "files_redelivered",
-        "rows_collapsed",
-        "rows_staged",
-        "rows_inserted",
-        "rows_updated",
-        "rows_skipped_stale",
-        "rows_unchanged",
-        "target_version",
-    )
-    figures = " ".join(f"{key}={metrics[key]}" for key in keys if metrics.get(key) is not None)
-    return f"{job} batch={metrics.get('batch_id')} files={len(metrics.get('files') or [])} {figures}"
+    figures = " ".join(f"{key}={value}" for key, value in metrics.figures().items())
+    return f"{job} batch={metrics.batch_id} files={len(metrics.files)} {figures}"
+
+
+# The merge task's outlet. Through an alias, a run emits an event on the target's Asset only when it
+# adds one, so DAGs scheduled on the target run only when it changed.
+TARGET_UPDATES = AssetAlias("order_tracking_target_updates")
+
+
+def announce_target_update(context: Context, target: Asset | None, metrics: JobMetrics, log: Any) -> None:
+    """Emit an event on the target's Asset, with the load's figures, when the load changed the target."""
+    if target is None:
+        return
+    if not metrics.changed_target:
+        log.info("the target did not change (0 inserted, 0 updated): no Asset event for %s", target.uri)
+        return
+    context["outlet_events"][TARGET_UPDATES].add(target, extra={"batch_id": metrics.batch_id, **metrics.figures()})
+    log.info("Asset event for %s: %d inserted, %d updated", target.uri, metrics.rows_inserted, metrics.rows_updated)
 
 
 def run_entry_point(spec: dict) -> tuple[int, str]:
@@ -94,9 +93,10 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
 
     RUN_KEY = "databricks_run"
 
-    def __init__(self, *, run_spec: dict, deployment: str, **kwargs: Any) -> None:
+    def __init__(self, *, run_spec: dict, deployment: str, target: Asset | None = None, **kwargs: Any) -> None:
         super().__init__(json=run_spec, deferrable=True, **kwargs)
         self.deployment = deployment
+        self.target = target
         self._metrics: dict | None = None
 
     def execute(self, context: Context) -> dict:
@@ -133,7 +133,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             return self._wait(context)
         if state.is_successful:
             try:
-                metrics = self._finish(run_id)
+                metrics = self._finish(run_id, context)
             except JobResultFailed as failed:
                 self.log.warning("Databricks run %s of an earlier try: %s; submitting a fresh run", run_id, failed)
                 return None
@@ -145,13 +145,13 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
     def _wait(self, context: Context) -> dict:
         # Defers while the run is active; when it is already over, completes here.
         _handle_deferrable_databricks_operator_execution(self, self._hook, self.log, context)
-        return self._finish(self.run_id)
+        return self._finish(self.run_id, context)
 
     def execute_complete(self, context: Context, event: dict) -> dict:
         super().execute_complete(context, event)
-        return self._finish(event["run_id"])
+        return self._finish(event["run_id"], context)
 
-    def _finish(self, run_id: int | None) -> dict:
+    def _finish(self, run_id: int | None, context: Context) -> dict:
         if self._metrics is not None:
             return self._metrics
         if run_id is None:
@@ -162,15 +162,16 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             raise AirflowException(f"{self.task_id}: Databricks run {run_id} did not succeed: {state}")
         task_runs = run.get("tasks") or [{"run_id": run_id}]
         output = self._hook.get_run_output(task_runs[0]["run_id"])
-        metrics = last_json_line(output.get("logs") or "")
-        if metrics.get("result") != "succeeded":
+        metrics = job_metrics(output.get("logs") or "")
+        if not metrics.succeeded:
             raise JobResultFailed(
                 f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
-                f"result {metrics.get('result')!r}: {metrics.get('error', 'no error given')}"
+                f"result {metrics.result!r}: {metrics.error or 'no error given'}"
             )
-        self._metrics = metrics
         self.log.info("%s", summary_line(self.task_id, metrics))
-        return metrics
+        announce_target_update(context, self.target, metrics, self.log)
+        self._metrics = metrics.to_dict()
+        return self._metrics
 
 
 class LocalSparkJobOperator(BaseOperator):
@@ -179,30 +180,41 @@ class LocalSparkJobOperator(BaseOperator):
     template_fields: Sequence[str] = ("run_spec",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"run_spec": "json"}
 
-    def __init__(self, *, run_spec: dict, **kwargs: Any) -> None:
+    def __init__(self, *, run_spec: dict, target: Asset | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run_spec = run_spec
+        self.target = target
 
     def execute(self, context: Context) -> dict:
         entry_point, argv = command_line(self.run_spec)
         self.log.info("running %s %s", entry_point, " ".join(argv))
         exit_code, output = run_entry_point(self.run_spec)
-        metrics = last_json_line(output)
-        if exit_code != 0:
-            raise AirflowException(f"{self.task_id} failed: {metrics.get('error', 'see the log above')}")
+        metrics = job_metrics(output)
+        if exit_code != 0 or not metrics.succeeded:
+            raise AirflowException(f"{self.task_id} failed: {metrics.error or 'see the log above'}")
         self.log.info("%s", summary_line(self.task_id, metrics))
-        return metrics
+        announce_target_update(context, self.target, metrics, self.log)
+        return metrics.to_dict()
 
 
-def spark_job(job: str, parameters: dict[str, str], settings: LoadSettings, **kwargs: Any) -> BaseOperator:
-    """The task that runs ``job``: the same run spec, executed by the configured backend."""
+def spark_job(
+    job: str, parameters: dict[str, Any], settings: LoadSettings, target: Asset | None = None, **kwargs: Any
+) -> BaseOperator:
+    """The task that runs ``job``: the same run spec, executed by the configured backend.
+
+    With ``target``, the task announces the load on that Asset (through ``TARGET_UPDATES``) when it
+    changed the target.
+    """
     spec = build_run_spec(job, parameters, settings)
+    if target is not None:
+        kwargs["outlets"] = [TARGET_UPDATES]
     if settings.backend == "local":
-        return LocalSparkJobOperator(task_id=job, run_spec=spec, **kwargs)
+        return LocalSparkJobOperator(task_id=job, run_spec=spec, target=target, **kwargs)
     return DatabricksSparkJobOperator(
         task_id=job,
         run_spec=spec,
         deployment=settings.deployment,
+        target=target,
         databricks_conn_id=settings.databricks_conn_id,
         **kwargs,
     )

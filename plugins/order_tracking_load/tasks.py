@@ -1,23 +1,33 @@
-"""TaskFlow tasks of the DAG. They read the settings when they run, from the worker's environment."""
+"""TaskFlow tasks of the DAG. They take the settings the DAG file read once, when it was parsed."""
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Context, task
+from airflow.sdk import Asset, Context, XComArg, task
 
 from order_tracking_load import gcs_files
-from order_tracking_load.settings import LoadSettings, load_settings
+from order_tracking_load.settings import LoadSettings
 
 
-@task(task_id="list_new_files")
-def list_new_files(**context: Context) -> dict:
-    """List the run's .csv objects (input, or the archive of its date for a replay) and write the manifest."""
-    return gcs_files.list_and_write_manifest(load_settings(), context)
+def list_new_files(settings: LoadSettings) -> XComArg:
+    """The listing task: each of the manifest's fields is also its own output, for the Spark tasks' edges."""
+
+    @task(task_id="list_new_files", multiple_outputs=True)
+    def list_new_files(**context: Context) -> dict:
+        """List the run's .csv objects (input, or the archive of its interval for a replay) and write the manifest."""
+        return gcs_files.list_and_write_manifest(settings, context)
+
+    return list_new_files()
 
 
-@task(task_id="archive_loaded_files")
-def archive_loaded_files(listing: dict, stage_result: dict, **context: Context) -> dict:
-    """Move exactly the manifest's files: loaded ones to archive/, files rejected whole to rejected/."""
-    return gcs_files.archive_loaded_files(load_settings(), listing, stage_result, context)
+def archive_loaded_files(settings: LoadSettings, listing: XComArg, stage_result: XComArg) -> XComArg:
+    """The archive task, fed the listing and the stage job's metrics."""
+
+    @task(task_id="archive_loaded_files")
+    def archive_loaded_files(listing: dict, stage_result: dict, **context: Context) -> dict:
+        """Move exactly the manifest's files: loaded ones to archive/, files rejected whole to rejected/."""
+        return gcs_files.archive_loaded_files(settings, listing, stage_result, context)
+
+    return archive_loaded_files(listing=listing, stage_result=stage_result)
 
 
 def target_table_asset(settings: LoadSettings) -> Asset:

@@ -25,6 +25,9 @@ from tests.spark_jobs.helpers import read
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+# No log server on 0.0.0.0:8793/8794: the api-server reads task logs from the shared AIRFLOW_HOME, and two
+# test runs at once cannot collide on those ports.
+SERVICE_ARGUMENTS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
 
 
 def _free_port() -> int:
@@ -77,7 +80,9 @@ class AirflowServices:
         subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
         for service in SERVICES:
             log = (self.home / f"{service}.log").open("w")
-            command = [airflow, service] + (["--port", str(self.port)] if service == "api-server" else [])
+            command = [airflow, service, *SERVICE_ARGUMENTS.get(service, [])]
+            if service == "api-server":
+                command += ["--port", str(self.port)]
             self.processes.append(
                 subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )

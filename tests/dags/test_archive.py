@@ -29,7 +29,8 @@ def _listing(gcs) -> dict:
 
 
 def _loaded(listing: dict) -> dict:
-    return {"files": [{"uri": item["uri"], "status": "loaded", "reason": None} for item in listing["files"]]}
+    files = [{"uri": item["uri"], "status": "loaded", "reason": None} for item in listing["files"]]
+    return {"result": "succeeded", "batch_id": listing["batch_id"], "files": files}
 
 
 @pytest.fixture

@@ -79,7 +79,26 @@ def test_default_backend_is_deferrable_databricks_with_the_wheel(dag):
         assert task["python_wheel_task"]["entry_point"] == entry_point
         assert task["environment_key"] == operator.json["environments"][0]["environment_key"]
     merge = dag.get_task("merge_orders")
-    assert [asset.uri for asset in merge.outlets] == ["databricks://databricks-workspace/main/order_tracking/orders"]
+    # Through an alias: the run adds an event on the target's Asset only when it changed the target.
+    assert [alias.name for alias in merge.outlets] == ["order_tracking_target_updates"]
+    assert merge.target.uri == "databricks://databricks-workspace/main/order_tracking/orders"
     assert (
         merge.json["tasks"][0]["python_wheel_task"]["named_parameters"]["target-table"] == "main.order_tracking.orders"
     )
+
+
+def test_the_spark_tasks_take_the_listing_through_visible_data_edges(dag):
+    from airflow.sdk import XComArg
+
+    expected = {
+        "stage_orders": {"manifest": "manifest_uri", "batch-id": "batch_id"},
+        "merge_orders": {"batch-id": "batch_id"},
+    }
+    for job, fields in expected.items():
+        parameters = dag.get_task(job).json["tasks"][0]["python_wheel_task"]["named_parameters"]
+        edges = {name: value for name, value in parameters.items() if isinstance(value, XComArg)}
+        assert {name: (arg.operator.task_id, arg.key) for name, arg in edges.items()} == {
+            name: ("list_new_files", key) for name, key in fields.items()
+        }
+    source = (Path(__file__).resolve().parents[2] / "plugins" / "order_tracking_load" / "run_spec.py").read_text()
+    assert "xcom_pull" not in source

@@ -8,6 +8,7 @@ import pytest
 from chispa import assert_df_equality
 
 from order_tracking_load import gcs_files
+from tests.conftest import seed_rows
 from tests.dags.conftest import run_dag, upload_seed
 from tests.spark_jobs.helpers import BUSINESS, read
 from tests.spark_jobs.test_seed_load import expected_target
@@ -98,6 +99,44 @@ def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_d
     assert [(r["rows_read"], r["rows_inserted"], r["rows_updated"], r["rows_unchanged"]) for r in audit.collect()] == [
         (94, 0, 0, 23)
     ]
+    # The first load changed the target: one Asset event, with its figures. The replay changed nothing: none.
+    assert _target_asset_events(pipeline_env) == [
+        (
+            first.run_id,
+            {
+                "batch_id": gcs_files.batch_key(first.run_id),
+                "rows_read": 95,
+                "rows_rejected": 1,
+                "files_rejected": 1,
+                "files_redelivered": 0,
+                "rows_collapsed": 71,
+                "rows_staged": 23,
+                "rows_inserted": 23,
+                "rows_updated": 0,
+                "rows_skipped_stale": 0,
+                "rows_unchanged": 0,
+                # one per distinct (key, event time) of the seed files
+                "history_rows_inserted": len({(r["tracking_num"], r["last_update_timestamp"]) for r in seed_rows()}),
+                "target_version": 1,
+            },
+        )
+    ]
+
+
+def _target_asset_events(tables) -> list[tuple[str, dict]]:
+    """The Asset events on the target table's Asset: (source run id, extra)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == f"file://{tables / 'orders'}")
+            .order_by(AssetEvent.timestamp)
+            .all()
+        )
+        return [(event.source_run_id, event.extra) for event in events]
 
 
 def _seed():

@@ -1,0 +1,185 @@
+"""The records that cross a process, defined once; plain Python (no pyspark), so the Airflow plugin shares them.
+
+- ``Manifest``: the exact objects a run loads, written by ``list_new_files``, read by the stage job.
+- ``FileResult``: what became of one file, written by the stage job (metrics and audit table), read by
+  the archive task to decide where each file moves.
+- ``JobMetrics``: the last line a job prints: its result and the batch's figures, which become the
+  task's XCom, its log summary, the Asset event's ``extra`` and the audit record's counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LOADED, REJECTED = "loaded", "rejected"
+SUCCEEDED, FAILED = "succeeded", "failed"
+
+# The batch's figures, in the order logs and the audit table show them.
+ROW_COUNTS: tuple[str, ...] = (
+    "rows_read",
+    "rows_rejected",
+    "files_rejected",
+    "files_redelivered",
+    "rows_collapsed",
+    "rows_staged",
+    "rows_inserted",
+    "rows_updated",
+    "rows_skipped_stale",
+    "rows_unchanged",
+    "history_rows_inserted",
+    "target_version",
+)
+
+
+def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {field.name for field in fields(record_type)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One object of a batch, at the generation that was listed."""
+
+    uri: str
+    name: str | None = None
+    generation: int | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A run's batch: its id and the exact objects to load; where they came from and where they go."""
+
+    batch_id: str
+    files: tuple[ManifestFile, ...]
+    run_id: str | None = None
+    batch_date: str | None = None
+    replay: bool = False
+    source_prefix: str | None = None
+    archive_folder: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON-ready data (the manifest file, and the listing task's XCom)."""
+        return {**asdict(self), "files": [asdict(item) for item in self.files]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "manifest") -> Manifest:
+        """Read a manifest, refusing one without a batch id or a list of files with URIs."""
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("uri"), str) for f in files):
+            raise ValueError(f"{source} has no 'files' list of objects with a 'uri'")
+        if not isinstance(data.get("batch_id"), str):
+            raise ValueError(f"{source} has no 'batch_id'")
+        items = tuple(ManifestFile(**_known(ManifestFile, item)) for item in files)
+        return cls(**{**_known(cls, data), "files": items})
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
+        """Parse a manifest file."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} is not JSON: {error}") from error
+        return cls.from_dict(data, source)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What became of one input file: ``loaded`` (its good rows staged) or ``rejected`` whole, and why."""
+
+    uri: str
+    size: int | None
+    generation: str | None
+    rows: int
+    rows_rejected: int
+    status: str
+    reason: str | None
+    # "<data rows>:<hash of every (line number, record text)>": the same content under any name.
+    fingerprint: str | None
+    # Set when an earlier merged batch loaded this name or this content: which batch, and why.
+    redelivery_of: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's entry in the metrics and the audit record."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileResult:
+        """Read a file's entry back."""
+        return cls(**{field.name: data.get(field.name) for field in fields(cls)})
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """A job's result and its batch's figures; a figure a job does not produce is None."""
+
+    result: str
+    batch_id: str | None = None
+    error: str | None = None
+    status: str | None = None
+    files: tuple[FileResult, ...] = ()
+    rows_read: int | None = None
+    rows_rejected: int | None = None
+    files_rejected: int | None = None
+    files_redelivered: int | None = None
+    rows_collapsed: int | None = None
+    rows_staged: int | None = None
+    rows_inserted: int | None = None
+    rows_updated: int | None = None
+    rows_skipped_stale: int | None = None
+    rows_unchanged: int | None = None
+    history_rows_inserted: int | None = None
+    target_version: int | None = None
+    top_reject_reasons: tuple[dict, ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the job says it succeeded."""
+        return self.result == SUCCEEDED
+
+    @property
+    def changed_target(self) -> bool:
+        """True when the load inserted or updated target rows."""
+        return bool((self.rows_inserted or 0) + (self.rows_updated or 0))
+
+    def figures(self) -> dict[str, int]:
+        """The row counts the job produced, in order."""
+        return {name: getattr(self, name) for name in ROW_COUNTS if getattr(self, name) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (the task's XCom), without the figures the job did not produce."""
+        data = {
+            **asdict(self),
+            "files": [item.to_dict() for item in self.files],
+            "top_reject_reasons": list(self.top_reject_reasons),
+        }
+        return {key: value for key, value in data.items() if value not in (None, [])}
+
+    def to_json_line(self) -> str:
+        """The line a job prints last."""
+        return json.dumps(self.to_dict(), default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobMetrics:
+        """Metrics from a job's result (fields it does not define, such as timestamps, are left out)."""
+        known = _known(cls, data)
+        known["files"] = tuple(FileResult.from_dict(item) for item in data.get("files") or ())
+        known["top_reject_reasons"] = tuple(data.get("top_reject_reasons") or ())
+        return cls(**known)
+
+    @classmethod
+    def from_output(cls, output: str) -> JobMetrics | None:
+        """The metrics a job printed: its last line that is a JSON object with a ``result``; None if none."""
+        for line in reversed(output.strip().splitlines()):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict) and "result" in data:
+                return cls.from_dict(data)
+        return None
