@@ -416,8 +416,8 @@ def experiments(
             if setup:
                 spark.sql(setup.format(target=table_sql(table)))
             with spark_conf(spark, conf or {}):
-                note = f"bench experiment {name} {len(times)}"
-                times.append(timed(lambda note=note: merge_latest(batch, table, key_range, note))[0])
+                tag = f"bench experiment {name} {len(times)}"  # the commit's userMetadata
+                times.append(timed(lambda tag=tag: merge_latest(batch, table, key_range, tag))[0])
             metrics = last_merge_metrics(spark, table)
         return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
 
