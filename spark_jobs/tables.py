@@ -10,33 +10,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 LOG = logging.getLogger("order_tracking")
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
 _BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
 # What Delta raises when another transaction committed first: the losing commit wrote nothing.
-COMMIT_CONFLICTS = (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
+COMMIT_CONFLICTS = tuple(
+    getattr(delta_errors, name)
+    for name in (
+        "ConcurrentAppendException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentDeleteReadException",
+        "ConcurrentTransactionException",
+        "ConcurrentWriteException",
+        "DeltaConcurrentModificationException",
+        "MetadataChangedException",
+        "ProtocolChangedException",
+    )
 )
 # Two writers creating one path table at once: the loser can find the folder before the first commit.
 _CREATION_RACES = frozenset({"DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"})
@@ -103,7 +96,7 @@ def retry_on_conflict(commit: Callable[[], _Result], what: str, attempts: int = 
     for attempt in range(1, attempts + 1):
         try:
             return commit()
-        except (*COMMIT_CONFLICTS, AnalysisException) as conflict:
+        except Exception as conflict:
             if attempt == attempts or not _is_conflict(conflict):
                 raise
             pause = min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(0.5, 1.5)  # jitter only
