@@ -54,6 +54,14 @@ def announce_target_update(context: Context, target: Asset | None, metrics: JobM
     log.info("Asset event for %s: %d inserted, %d updated", target.uri, metrics.rows_inserted, metrics.rows_updated)
 
 
+def report_job(operator: Any, context: Context, metrics: JobMetrics) -> dict:
+    """What both backends do with a succeeded job's metrics: log them on one line, announce a changed
+    target on its Asset, and return them as the task's XCom."""
+    operator.log.info("%s", summary_line(operator.task_id, metrics))
+    announce_target_update(context, operator.target, metrics, operator.log)
+    return metrics.to_dict()
+
+
 def run_entry_point(spec: dict) -> tuple[int, str]:
     """Call a spec's wheel entry point here, with its parameters as ``--name=value`` (as Databricks does).
 
@@ -168,9 +176,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
                 f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
                 f"result {metrics.result!r}: {metrics.error or 'no error given'}"
             )
-        self.log.info("%s", summary_line(self.task_id, metrics))
-        announce_target_update(context, self.target, metrics, self.log)
-        self._metrics = metrics.to_dict()
+        self._metrics = report_job(self, context, metrics)
         return self._metrics
 
 
@@ -192,9 +198,7 @@ class LocalSparkJobOperator(BaseOperator):
         metrics = job_metrics(output)
         if exit_code != 0 or not metrics.succeeded:
             raise AirflowException(f"{self.task_id} failed: {metrics.error or 'see the log above'}")
-        self.log.info("%s", summary_line(self.task_id, metrics))
-        announce_target_update(context, self.target, metrics, self.log)
-        return metrics.to_dict()
+        return report_job(self, context, metrics)
 
 
 def spark_job(
