@@ -5,10 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := .jars/.copied
+# fake-gcs-server at the compose file's tag, for the compose parity test (tests/dags/test_compose_parity.py).
+FAKE_GCS_VERSION := $(shell sed -n 's|.*fsouza/fake-gcs-server:\([0-9.]*\).*|\1|p' docker-compose.yaml)
+FAKE_GCS := .tools/bin/fake-gcs-server
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv jars test lint format wheel demo compose-check bench bench-smoke clean
+.PHONY: venv jars tools test lint format wheel demo compose-check bench bench-smoke clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -25,15 +28,24 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-# The shaded GCS connector for local Spark (Delta's jars come from delta-spark's pip helper at first start).
+# Delta Lake's jars and the shaded GCS connector for local Spark, resolved once (no Ivy at session start).
 jars: $(JARS_STAMP)
 
 $(JARS_STAMP): jars/pom.xml
 	@command -v mvn >/dev/null || { echo "make jars needs Maven (mvn) and Java 17"; exit 1; }
+	rm -rf .jars
 	mvn --quiet --batch-mode -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars
 	@touch $(JARS_STAMP)
 
-test: venv jars ## the whole suite: Spark jobs, DAG (local and Databricks stand-in), faults
+# Without Go, the compose parity test is skipped with its reason (CI requires it: .ci/run).
+tools: $(FAKE_GCS)
+
+$(FAKE_GCS): docker-compose.yaml
+	@if command -v go >/dev/null; then \
+		GOBIN=$(CURDIR)/.tools/bin go install github.com/fsouza/fake-gcs-server@v$(FAKE_GCS_VERSION) && touch $@; \
+	else echo "no Go here: fake-gcs-server not built; the compose parity test will be skipped"; fi
+
+test: venv jars tools ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules) and the formatter's check

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 LOCAL_MASTER_ENV = "ORDER_TRACKING_SPARK_MASTER"  # default local[*]
 SHUFFLE_PARTITIONS_ENV = "ORDER_TRACKING_SHUFFLE_PARTITIONS"  # default 4
-EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated jars; default: the repo's .jars/ (make jars)
+EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated jars or folders of jars; default: .jars/ (make jars)
 DRIVER_MEMORY_ENV = "ORDER_TRACKING_SPARK_DRIVER_MEMORY"  # default 4g: the heap of local mode's one JVM
 GCS_ENDPOINT_ENV = "ORDER_TRACKING_GCS_ENDPOINT"  # default: STORAGE_EMULATOR_HOST, e.g. http://127.0.0.1:4443
 LOCAL_JARS_DIR = Path(__file__).resolve().parents[1] / ".jars"
@@ -31,10 +34,48 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
     return spark
 
 
-def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None) -> SparkSession:
-    """Build a local session: Delta via delta-spark's pip helper, UI off, few shuffle partitions."""
-    from delta import configure_spark_with_delta_pip
+def local_jars() -> list[str]:
+    """The jars local Spark adds to its own: ``ORDER_TRACKING_SPARK_JARS`` (jars or folders), else ``.jars/``."""
+    listed = os.environ.get(EXTRA_JARS_ENV)
+    entries = [Path(entry) for entry in listed.split(",") if entry.strip()] if listed else [LOCAL_JARS_DIR]
+    jars: list[str] = []
+    for entry in entries:
+        jars += [str(jar) for jar in sorted(entry.glob("*.jar"))] if entry.is_dir() else [str(entry)]
+    return jars
 
+
+@contextmanager
+def process_output_to(path: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at ``path`` for a while.
+
+    A JVM started meanwhile keeps them: its start-up lines and Spark's log4j output go to the file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for descriptor, original in zip((1, 2), saved, strict=True):
+            os.dup2(original, descriptor)
+            os.close(original)
+
+
+def build_local_session(
+    app_name: str, extra_conf: dict[str, str] | None = None, jvm_output: Path | None = None
+) -> SparkSession:
+    """Build a local session: Delta from the jars ``make jars`` resolved, UI off, few shuffle partitions.
+
+    Without Delta's jar among them, delta-spark's pip helper has Spark resolve it through Ivy at start
+    (slower, and it needs Maven Central). With ``jvm_output``, the JVM writes its stdout and stderr
+    (start-up lines, Spark's own log) to that file, not to this process's.
+    """
     builder = (
         SparkSession.builder.appName(app_name)
         .master(os.environ.get(LOCAL_MASTER_ENV, "local[*]"))
@@ -53,9 +94,13 @@ def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None)
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
-    extra_jars = os.environ.get(EXTRA_JARS_ENV) or ",".join(str(jar) for jar in sorted(LOCAL_JARS_DIR.glob("*.jar")))
-    if extra_jars:
-        builder = builder.config("spark.jars", extra_jars)
+    jars = local_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
+    if not any(Path(jar).name.startswith("delta-spark_") for jar in jars):
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
     gcs_endpoint = os.environ.get(GCS_ENDPOINT_ENV) or os.environ.get("STORAGE_EMULATOR_HOST", "")
     if gcs_endpoint:
         # The shaded Hadoop GCS connector, pointed at an emulator with no authentication.
@@ -68,6 +113,18 @@ def build_local_session(app_name: str, extra_conf: dict[str, str] | None = None)
         )
     for key, value in (extra_conf or {}).items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    if jvm_output is None:
+        spark = builder.getOrCreate()
+    else:
+        with process_output_to(jvm_output):
+            spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def start_local_session(app_name: str, jvm_output: Path) -> bool:
+    """Start a local session with the JVM's output in ``jvm_output``, unless one is active; True if started."""
+    if SparkSession.getActiveSession() is not None:
+        return False
+    build_local_session(app_name, jvm_output=jvm_output)
+    return True

@@ -95,3 +95,20 @@ def test_the_compose_stack_binds_loopback_and_requires_a_fernet_key():
     assert published == {"fake-gcs": ["127.0.0.1:4443:4443"], "airflow-apiserver": ["127.0.0.1:8080:8080"]}
     fernet = compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__FERNET_KEY"]
     assert fernet.startswith("${AIRFLOW__CORE__FERNET_KEY:?")
+
+
+def test_the_delta_jars_follow_the_delta_spark_pin(tmp_path, monkeypatch):
+    import shutil
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import check_image_version
+
+    assert check_image_version.check_delta_jars() == 0
+    copy = tmp_path / "repo"
+    (copy / "jars").mkdir(parents=True)
+    shutil.copy(REPO / "jars" / "pom.xml", copy / "jars" / "pom.xml")
+    (copy / "requirements.txt").write_text(
+        (REPO / "requirements.txt").read_text().replace("delta-spark==4.4.0", "delta-spark==4.5.0")
+    )
+    monkeypatch.setattr(check_image_version, "REPO", copy)
+    assert check_image_version.check_delta_jars() == 1

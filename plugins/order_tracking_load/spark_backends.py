@@ -6,9 +6,11 @@ Both return the job's JSON metrics (the last line it prints) as the task's XCom 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
 from contextlib import redirect_stdout
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -17,11 +19,28 @@ from airflow.providers.databricks.operators.databricks import (
     DatabricksSubmitRunOperator,
     _handle_deferrable_databricks_operator_execution,
 )
-from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, conf
 
 from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token
 from order_tracking_load.settings import LoadSettings
 from spark_jobs.contracts import JobMetrics
+
+# How the summary names each figure.
+FIGURE_LABELS = {
+    "rows_read": "read",
+    "rows_rejected": "rejected",
+    "files_rejected": "files rejected",
+    "files_redelivered": "files redelivered",
+    "rows_collapsed": "collapsed",
+    "rows_staged": "staged",
+    "rows_inserted": "inserted",
+    "rows_updated": "updated",
+    "rows_skipped_stale": "stale",
+    "rows_unchanged": "unchanged",
+    "history_rows_inserted": "history added",
+    "target_version": "target version",
+}
+JVM_LOG_TAIL_LINES = 40
 
 
 def job_metrics(output: str) -> JobMetrics:
@@ -32,10 +51,12 @@ def job_metrics(output: str) -> JobMetrics:
     return metrics
 
 
-def summary_line(job: str, metrics: JobMetrics) -> str:
-    """One log line with a job's figures."""
-    figures = " ".join(f"{key}={value}" for key, value in metrics.figures().items())
-    return f"{job} batch={metrics.batch_id} files={len(metrics.files)} {figures}"
+def summary_line(job: str, metrics: JobMetrics, seconds: float | None = None) -> str:
+    """The load summary: one short line with the batch, its files, the time taken and the job's figures."""
+    files = len(metrics.files)
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    figures = ", ".join(f"{FIGURE_LABELS[name]} {value}" for name, value in metrics.figures().items())
+    return f"{job} loaded batch {metrics.batch_id} ({files} file{'' if files == 1 else 's'}){took}: {figures}"
 
 
 # The merge task's outlet. Through an alias, a run emits an event on the target's Asset only when it
@@ -54,12 +75,29 @@ def announce_target_update(context: Context, target: Asset | None, metrics: JobM
     log.info("Asset event for %s: %d inserted, %d updated", target.uri, metrics.rows_inserted, metrics.rows_updated)
 
 
-def report_job(operator: Any, context: Context, metrics: JobMetrics) -> dict:
-    """What both backends do with a succeeded job's metrics: log them on one line, announce a changed
-    target on its Asset, and return them as the task's XCom."""
-    operator.log.info("%s", summary_line(operator.task_id, metrics))
+def report_job(operator: Any, context: Context, metrics: JobMetrics, seconds: float | None) -> dict:
+    """What both backends do with a succeeded job's metrics: announce a changed target on its Asset,
+    log the load summary as the task's last line, and return the metrics as the task's XCom."""
     announce_target_update(context, operator.target, metrics, operator.log)
+    operator.log.info("%s", summary_line(operator.task_id, metrics, seconds))
     return metrics.to_dict()
+
+
+def jvm_log_file(context: Context) -> Path:
+    """Where a local task's JVM writes: beside the task's log, in Airflow's default log file layout."""
+    ti = context["ti"]
+    folder = Path(conf.get("logging", "base_log_folder")) / f"dag_id={ti.dag_id}" / f"run_id={ti.run_id}"
+    folder /= f"task_id={ti.task_id}"
+    if ti.map_index is not None and ti.map_index >= 0:
+        folder /= f"map_index={ti.map_index}"
+    return folder / f"attempt={ti.try_number}.spark.log"
+
+
+def tail(path: Path, lines: int) -> str:
+    """A file's last lines, or nothing when it does not exist."""
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def run_entry_point(spec: dict) -> tuple[int, str]:
@@ -176,12 +214,17 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
                 f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
                 f"result {metrics.result!r}: {metrics.error or 'no error given'}"
             )
-        self._metrics = report_job(self, context, metrics)
+        duration_ms = run.get("run_duration") or run.get("execution_duration")
+        self._metrics = report_job(self, context, metrics, duration_ms / 1000 if duration_ms else None)
         return self._metrics
 
 
 class LocalSparkJobOperator(BaseOperator):
-    """Run a run spec's entry point, with the same parameters, on local Spark with Delta."""
+    """Run a run spec's entry point, with the same parameters, on local Spark with Delta.
+
+    The task starts its own Spark (unless one runs in this process already, as in tests), with the
+    JVM's output in a file beside the task log: the log keeps what the job itself says.
+    """
 
     template_fields: Sequence[str] = ("run_spec",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"run_spec": "json"}
@@ -192,13 +235,23 @@ class LocalSparkJobOperator(BaseOperator):
         self.target = target
 
     def execute(self, context: Context) -> dict:
+        from spark_jobs.session import start_local_session
+
         entry_point, argv = command_line(self.run_spec)
+        jvm_log = jvm_log_file(context)
+        if start_local_session(f"order-tracking-{self.task_id}", jvm_log):
+            self.log.info("started local Spark; the JVM's own output (start-up, Spark's log) goes to %s", jvm_log)
         self.log.info("running %s %s", entry_point, " ".join(argv))
+        started = time.monotonic()
         exit_code, output = run_entry_point(self.run_spec)
+        seconds = time.monotonic() - started
         metrics = job_metrics(output)
         if exit_code != 0 or not metrics.succeeded:
+            jvm_tail = tail(jvm_log, JVM_LOG_TAIL_LINES)
+            if jvm_tail:
+                self.log.warning("the JVM's last lines (%s):\n%s", jvm_log, jvm_tail)
             raise AirflowException(f"{self.task_id} failed: {metrics.error or 'see the log above'}")
-        return report_job(self, context, metrics)
+        return report_job(self, context, metrics, seconds)
 
 
 def spark_job(

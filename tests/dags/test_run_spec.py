@@ -80,3 +80,20 @@ def test_bad_settings_fail_early(monkeypatch):
     monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", "existing_cluster")
     with pytest.raises(ValueError, match="CLUSTER_ID is required"):
         load_settings()
+
+
+def test_the_load_summary_names_each_figure_the_job_produced():
+    from order_tracking_load.spark_backends import summary_line
+    from spark_jobs.contracts import FileResult, JobMetrics
+
+    loaded = FileResult("gs://b/input/a.csv", 10, "1", 3, 0, "loaded", None, "3:abc", None)
+    metrics = JobMetrics(
+        result="succeeded", batch_id="run_1", files=(loaded,), rows_inserted=2, rows_updated=1,
+        rows_skipped_stale=0, target_version=7,
+    )  # fmt: skip
+    assert summary_line("merge_orders", metrics, 12.34) == (
+        "merge_orders loaded batch run_1 (1 file) in 12.3 s: inserted 2, updated 1, stale 0, target version 7"
+    )
+    assert summary_line("stage_orders", JobMetrics(result="succeeded", batch_id="b", rows_read=5)) == (
+        "stage_orders loaded batch b (0 files): read 5"
+    )

@@ -1,0 +1,120 @@
+"""The compose stack's own parts, run natively (no Docker engine runs here), used as a user uses them.
+
+PostgreSQL is the metadata database of the LocalExecutor; fake-gcs-server, built from the compose file's
+tag, is the bucket, preloaded from the compose file's volume; airflow-init's steps run, then api-server,
+scheduler, dag-processor and triggerer with the compose file's environment (``compose_stack``). Through
+the REST API, as the UI does it:
+
+1. unpausing the DAG starts its scheduled run, which loads the five preloaded seed files;
+2. a manual run's sensor defers to the triggerer; a new file arrives; the run loads it, updating a key.
+
+Every task log of both runs is read back through the API: no ERROR record, and the load summary.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from tests.conftest import SEED_FILES
+from tests.dags.compose_stack import REQUIRE_ENV, ComposeStack, missing_parts
+from tests.dags.conftest import BUCKET, DAG_ID
+from tests.spark_jobs.helpers import read
+
+pytestmark = pytest.mark.e2e
+
+# Not in the compose file, and not about its behaviour: a quicker scheduler and sensor for a test.
+SPEED_UPS = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    "ORDER_TRACKING_SENSOR_POKE_SECONDS": "2",
+    "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "300",
+    "ORDER_TRACKING_RETRIES": "0",
+}
+# A later status for a key of the seed files, arriving after the first load.
+LATE_FILE = (
+    "order_num,tracking_num,pck_recieved_date,package_deliver_date,status,address,last_update_timestamp\n"
+    "9001,{key},2023-01-01,2023-01-09,Delivered,1 Test Street,2023-02-01 09:30:00\n"
+)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ComposeStack]:
+    missing = missing_parts()
+    if missing:
+        message = "the compose stack's parts are missing here: " + "; ".join(missing)
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    stack = ComposeStack(tmp_path, SPEED_UPS)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def error_records(stack: ComposeStack, run_id: str) -> dict[str, list[str]]:
+    """Per task of a run, the log records at ERROR or above, as the UI shows them."""
+    errors = {}
+    for task_id in stack.airflow.task_states(run_id):
+        records = stack.airflow.task_log(run_id, task_id)
+        assert records, f"{task_id} has no log"
+        errors[task_id] = [r["event"] for r in records if r.get("level") in ("error", "critical", "fatal")]
+    return errors
+
+
+def test_the_compose_stack_loads_scheduled_and_manual_runs_with_clean_logs(spark, stack):
+    airflow = stack.airflow
+    assert set(stack.service_commands().values()) >= {"api-server", "scheduler", "dag-processor", "triggerer"}
+    bucket = storage.Client(
+        project="local", credentials=AnonymousCredentials(), client_options={"api_endpoint": stack.fake_gcs.endpoint}
+    ).bucket(BUCKET)
+    assert sorted(blob.name for blob in bucket.list_blobs()) == [f"input/{path.name}" for path in SEED_FILES]
+
+    # The compose file's health checks pass against the running parts.
+    health = {name: stack.healthcheck(name) for name in ("postgres", "fake-gcs", "airflow-apiserver")}
+    assert {name: done.returncode for name, done in health.items()} == dict.fromkeys(health, 0), health
+
+    # 1. Unpausing starts the schedule's latest run, which finds the preloaded files at once.
+    airflow.unpause_when_parsed()
+    airflow.wait(
+        lambda: airflow.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"})["total_entries"] == 1,
+        "the scheduled run",
+        120,
+    )
+    scheduled = airflow.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"})["dag_runs"][0]
+    assert airflow.wait_for_run(scheduled["dag_run_id"]) == "success", airflow.task_states(scheduled["dag_run_id"])
+    target = read(spark, str(stack.tables / "orders"))
+    assert target.count() == 23
+    assert [blob.name for blob in bucket.list_blobs(prefix="input/")] == []
+    archived = sorted(blob.name.rsplit("/", 1)[1] for blob in bucket.list_blobs(prefix="archive/"))
+    assert archived == [path.name for path in SEED_FILES]
+    after_health = {name: stack.healthcheck(name) for name in ("airflow-scheduler", "airflow-dag-processor")}
+    assert {name: done.returncode for name, done in after_health.items()} == dict.fromkeys(after_health, 0), (
+        after_health
+    )
+
+    # 2. A manual run waits in the triggerer until a file arrives, then loads it.
+    key = target.orderBy("tracking_num").first()["tracking_num"]
+    manual = airflow.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
+    airflow.wait(lambda: airflow.task_state(manual, "wait_for_new_files") == "deferred", "a deferred sensor", 120)
+    assert stack.healthcheck("airflow-triggerer").returncode == 0
+    bucket.blob("input/order_tracking_2023_02_01.csv").upload_from_string(LATE_FILE.format(key=key))
+    assert airflow.wait_for_run(manual) == "success", airflow.task_states(manual)
+    updated = read(spark, str(stack.tables / "orders")).where(f"tracking_num = '{key}'").first()
+    assert (updated["status"], str(updated["last_update_timestamp"])) == ("Delivered", "2023-02-01 09:30:00")
+    merged = airflow.api("GET", f"dags/{DAG_ID}/dagRuns/{manual}/taskInstances/merge_orders/xcomEntries/return_value")
+    assert '"rows_updated": 1' in str(merged["value"]).replace("'", '"'), merged
+
+    # Task logs as the UI shows them: no ERROR record in a successful task, and the load summary.
+    for run_id in (scheduled["dag_run_id"], manual):
+        assert error_records(stack, run_id) == {task_id: [] for task_id in airflow.task_states(run_id)}, run_id
+    merge_log = [record["event"] for record in airflow.task_log(manual, "merge_orders")]
+    summaries = [event for event in merge_log if event.startswith("merge_orders loaded batch")]
+    assert len(summaries) == 1, merge_log
+    assert "inserted 0, updated 1" in summaries[0], summaries

@@ -1,0 +1,33 @@
+"""The local session: Delta from the jars ``make jars`` resolved (no Ivy), and the JVM's output kept aside."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from spark_jobs.session import EXTRA_JARS_ENV, local_jars, process_output_to
+
+
+def test_the_test_session_takes_delta_from_the_resolved_jars_not_ivy(spark):
+    jars = spark.conf.get("spark.jars").split(",")
+    assert spark.conf.get("spark.jars.packages", None) is None
+    assert any(Path(jar).name == "delta-spark_4.2_2.13-4.4.0.jar" for jar in jars), jars
+    assert any(Path(jar).name == "gcs-connector-4.0.0-shaded.jar" for jar in jars), jars
+
+
+def test_jar_settings_name_jars_or_folders_of_jars(tmp_path, monkeypatch):
+    folder = tmp_path / "jars"
+    folder.mkdir()
+    for name in ("b.jar", "a.jar", "notes.txt"):
+        (folder / name).write_text("")
+    monkeypatch.setenv(EXTRA_JARS_ENV, f"{folder},/elsewhere/c.jar")
+    assert local_jars() == [str(folder / "a.jar"), str(folder / "b.jar"), "/elsewhere/c.jar"]
+
+
+def test_a_process_started_meanwhile_writes_to_the_file_and_not_here(tmp_path, capfd):
+    output = tmp_path / "logs" / "attempt=1.spark.log"
+    with process_output_to(output):
+        subprocess.run(["sh", "-c", "echo to-stdout; echo to-stderr >&2"], check=True)
+    subprocess.run(["sh", "-c", "echo after"], check=True)
+    assert output.read_text() == "to-stdout\nto-stderr\n"
+    assert capfd.readouterr() == ("after\n", "")
