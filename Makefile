@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := .jars/.copied
+# requirements-bench.txt: the benchmark's peers (delta-rs), for make bench, bench-smoke and test's smoke test.
+BENCH_STAMP := $(VENV)/.bench-installed
 # fake-gcs-server at the compose file's tag, for the compose parity test (tests/dags/test_compose_parity.py).
 FAKE_GCS_VERSION := $(shell sed -n 's|.*fsouza/fake-gcs-server:\([0-9.]*\).*|\1|p' docker-compose.yaml)
 FAKE_GCS := .tools/bin/fake-gcs-server
@@ -45,7 +47,7 @@ $(FAKE_GCS): docker-compose.yaml
 		GOBIN=$(CURDIR)/.tools/bin go install github.com/fsouza/fake-gcs-server@v$(FAKE_GCS_VERSION) && touch $@; \
 	else echo "no Go here: fake-gcs-server not built; the compose parity test will be skipped"; fi
 
-test: venv jars tools ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
+test: venv jars tools $(BENCH_STAMP) ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules) and the formatter's check
@@ -68,11 +70,15 @@ compose-check: venv ## docker-compose.yaml against the Compose spec; the image t
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml
 	$(PY) scripts/check_image_version.py
 
-bench: venv jars ## merge scaling, staging floor, versus the notebooks, fixed costs, experiments (about 26 min on 2 cores)
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	@touch $(BENCH_STAMP)
+
+bench: venv jars $(BENCH_STAMP) ## merge scaling (with the notebooks and delta-rs), staging floor, fixed costs, experiments
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.report
 
-bench-smoke: venv jars ## the benchmark at tiny sizes, for correctness only (no timing goals)
+bench-smoke: venv jars $(BENCH_STAMP) ## the benchmark at tiny sizes, for correctness only (no timing goals)
 	$(PY) -m bench.run --sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k \
 		--small-files 20 --small-files-rows 2k --large-file-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
 

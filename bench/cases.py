@@ -24,11 +24,13 @@ from bench.original import damage, original_load, original_target
 from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
 from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest, table_version
 from spark_jobs.merge_orders import merge_orders
-from spark_jobs.schema import KEY, ORDER_COLUMNS, TARGET_COLUMNS
+from spark_jobs.schema import EVENT_TIME, KEY, ORDER_COLUMNS, TARGET_COLUMNS
 from spark_jobs.stage_orders import stage_orders
-from spark_jobs.tables import table_sql
+from spark_jobs.tables import commit_note, table_sql
 
 BATCH_FILES = 8  # CSV files per batch: a few per core, as a day's drops would be
+HISTORY_EVENTS = 5  # events per order in the starting history (--history-events)
+DELTA_RS_METRICS = ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_copied", "num_output_rows")
 # The CSV columns with their contract types: what a plain typed read of the files gives.
 FLOOR_SCHEMA = T.StructType([T.StructField(name, ORDER_COLUMNS[name]) for name in HEADER])
 MERGE_METRICS = (
@@ -118,11 +120,21 @@ class Tables:
         return str(self.root / name)
 
 
-def build_ours(spark: SparkSession, tables: Tables, rows: int, rows_per_file: int) -> dict[str, int]:
-    """Our target and history (clustered by key, deletion vectors) holding ``rows`` orders."""
+def build_ours(
+    spark: SparkSession, tables: Tables, rows: int, rows_per_file: int, history_events: int = HISTORY_EVENTS
+) -> dict[str, int]:
+    """Our target (clustered by key, deletion vectors) holding ``rows`` orders, and their history.
+
+    The history holds ``history_events`` events per order, as production's does after a few status
+    changes: each order's latest (the target's row) and older ones a day apart, appended one
+    generation after another as batches append them.
+    """
     target, history = tables.path("target"), tables.path("history")
     ensure_current_state_tables(spark, target, history)
     frame = target_frame(spark, rows, math.ceil(rows / rows_per_file))
+    for older in range(history_events - 1, 0, -1):
+        earlier = F.col(EVENT_TIME) - F.make_dt_interval(F.lit(older))
+        frame.withColumn(EVENT_TIME, earlier).write.format("delta").mode("append").save(history)
     for path in (target, history):
         frame.write.format("delta").mode("append").save(path)
     return {"target": table_version(spark, target), "history": table_version(spark, history)}
@@ -180,15 +192,23 @@ def baseline_merge(spark: SparkSession, staging: str, batch_id: str, target: str
 
 
 def merge_scaling(
-    spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
+    spark: SparkSession,
+    root: Path,
+    rows: int,
+    batch_rows: int,
+    repeats: int,
+    rows_per_file: int,
+    history_events: int = HISTORY_EVENTS,
+    peers: bool = False,
 ) -> dict:
     """Merge one staged batch of ``batch_rows`` into targets of ``rows``: our merge job against the baseline.
 
     Then our merge job once more with a batch of new and recent orders only (no random older ones),
-    the case where the key-range predicate can skip most of the target.
+    the case where the key-range predicate can skip most of the target. With ``peers``, the same
+    batch end to end against the original notebooks, and delta-rs's MERGE of the same staged rows.
     """
     tables = Tables(root / f"scaling_{rows}")
-    built = build_ours(spark, tables, rows, rows_per_file)
+    built = build_ours(spark, tables, rows, rows_per_file, history_events)
     baseline = tables.path("baseline")
     baseline_version = build_baseline(spark, baseline, rows, rows_per_file)
     paths = write_batch(root, BatchShape(rows, batch_rows))
@@ -245,6 +265,75 @@ def merge_scaling(
     local["median_s"] = median(local["seconds"])
     local["target_merge_median_s"] = median(local["target_merge_s"])
     result["local_batch"] = local
+    result["history_rows"] = rows * history_events
+    result["job_to_target_merge"] = round(result["ours_median_s"] / result["ours_target_merge_median_s"], 2)
+    if peers:
+        result["delta_rs"] = delta_rs_merge(spark, tables, baseline, baseline_version, batch_id, repeats)
+        result["versus_original"] = notebooks_on_batch(spark, root, tables, built, paths, rows, repeats, rows_per_file)
+    return result
+
+
+def delta_rs_merge(
+    spark: SparkSession, tables: Tables, baseline: str, baseline_version: int, batch_id: str, repeats: int
+) -> dict:
+    """delta-rs (``deltalake``) merging the same staged rows into the baseline's copy of the target, latest wins.
+
+    The baseline is a plain Delta table (no deletion vectors, no clustering), which delta-rs writes; its
+    MERGE is copy-on-write. Timed from a pyarrow table of the staged rows already in memory.
+    """
+    from deltalake import DeltaTable
+
+    source = (
+        spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == batch_id)
+        .select(*TARGET_COLUMNS).toArrow()
+    )  # fmt: skip
+    result: dict[str, Any] = {"seconds": []}
+    for _ in range(repeats):
+        restore(spark, baseline, baseline_version)
+        table = DeltaTable(baseline)
+        seconds, metrics = timed(
+            lambda table=table: (
+                table.merge(source, predicate=f"t.{KEY} = s.{KEY}", source_alias="s", target_alias="t")
+                .when_matched_update_all(predicate=f"s.{EVENT_TIME} > t.{EVENT_TIME}")
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        )
+        result["seconds"].append(seconds)
+        result["metrics"] = {name: metrics.get(name) for name in DELTA_RS_METRICS}
+    result["median_s"] = median(result["seconds"])
+    restore(spark, baseline, baseline_version)
+    return result
+
+
+def notebooks_on_batch(
+    spark: SparkSession,
+    root: Path,
+    tables: Tables,
+    built: dict[str, int],
+    paths: list[str],
+    rows: int,
+    repeats: int,
+    rows_per_file: int,
+) -> dict:
+    """The batch end to end (stage and merge) by us and by the original notebooks, into the same target rows."""
+    original = tables.path("original_target")
+    original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
+    original_version = table_version(spark, original)
+    result: dict[str, Any] = {"ours_s": [], "original_s": []}
+    for i in range(repeats):
+        restore(spark, tables.path("target"), built["target"])
+        restore(spark, tables.path("history"), built["history"])
+        seconds, _ = timed(lambda i=i: (stage(spark, tables, paths, f"e2e-{i}"), merge(spark, tables, f"e2e-{i}")))
+        result["ours_s"].append(seconds)
+        restore(spark, original, original_version)
+        seconds, _ = timed(lambda: original_load(spark, paths, tables.path("original_staging"), original))
+        result["original_s"].append(seconds)
+    result["ours_damage"] = damage(spark, tables.path("target"), built["target"])
+    result["original_damage"] = damage(spark, original, original_version)
+    result["ours_median_s"] = median(result["ours_s"])
+    result["original_median_s"] = median(result["original_s"])
+    result["speedup"] = round(result["original_median_s"] / result["ours_median_s"], 2)
     return result
 
 
@@ -297,6 +386,36 @@ def seed_stage(spark: SparkSession, root: Path, seed_files: list[str], repeats: 
         result["delta_commits"].append(
             sum((_version_or_none(spark, tables.path(n)) or 0) - (versions[n] or 0) for n in names)
         )
+    result["median_s"] = median(result["seconds"])
+    return result
+
+
+def seed_merge(spark: SparkSession, root: Path, seed_files: list[str], repeats: int) -> dict:
+    """The merge job on the five seed files in a warm session: seconds, Spark jobs and Delta commits per run.
+
+    Each run loads the staged seed batch into the empty target and history (put back between runs).
+    """
+    tables = Tables(root / "seed_merge")
+    names = ("target", "history", "audit")
+    stage(spark, tables, seed_files, "seed-warm-up")
+    merge(spark, tables, "seed-warm-up")  # creates the tables and warms the session
+    empty = {name: 0 for name in ("target", "history")}  # version 0: created, no rows
+    result: dict[str, Any] = {"files": len(seed_files), "seconds": [], "spark_jobs": [], "delta_commits": []}
+    for i in range(repeats):
+        stage(spark, tables, seed_files, f"seed-{i}")
+        for name, version in empty.items():
+            restore(spark, tables.path(name), version)
+        versions = {name: table_version(spark, tables.path(name)) for name in names}
+        group = f"bench-seed-merge-{i}"
+        spark.sparkContext.setJobGroup(group, group)
+        try:
+            seconds, metrics = timed(lambda i=i: merge(spark, tables, f"seed-{i}"))
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        result["seconds"].append(seconds)
+        result["rows_inserted"] = metrics["rows_inserted"]
+        result["spark_jobs"].append(len(spark.sparkContext.statusTracker().getJobIdsForGroup(group)))
+        result["delta_commits"].append(sum(table_version(spark, tables.path(n)) - versions[n] for n in names))
     result["median_s"] = median(result["seconds"])
     return result
 
@@ -417,7 +536,8 @@ def experiments(
                 spark.sql(setup.format(target=table_sql(table)))
             with spark_conf(spark, conf or {}):
                 tag = f"bench experiment {name} {len(times)}"  # the commit's userMetadata
-                times.append(timed(lambda tag=tag: merge_latest(batch, table, key_range, tag))[0])
+                with commit_note(spark, tag):
+                    times.append(timed(lambda tag=tag: merge_latest(batch, table, key_range, tag))[0])
             metrics = last_merge_metrics(spark, table)
         return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
 

@@ -164,6 +164,53 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
                 if "files_scanned_note" in s["local_batch"]
             },
         ]
+    peers = [s for s in results["merge_scaling"] if "versus_original" in s]
+    if peers:
+        parts += [
+            "",
+            "The merge job beside its peers on the same batch: its time beyond its own target MERGE, "
+            "delta-rs merging the same staged rows (latest wins) into the baseline's plain copy of the target, "
+            "and the batch end to end (stage + merge) by us and by the original notebooks:",
+            "",
+            table(
+                [
+                    "N",
+                    "history rows",
+                    "job s",
+                    "job / its MERGE",
+                    "delta-rs MERGE s",
+                    "job / delta-rs",
+                    "delta-rs rows copied",
+                    "ours end to end s",
+                    "notebooks s",
+                    "notebooks / ours",
+                ],
+                [
+                    [
+                        millions(s["target_rows"]),
+                        millions(s["history_rows"]),
+                        s["ours_median_s"],
+                        s["job_to_target_merge"],
+                        s["delta_rs"]["median_s"],
+                        round(s["ours_median_s"] / s["delta_rs"]["median_s"], 2),
+                        s["delta_rs"]["metrics"]["num_target_rows_copied"],
+                        s["versus_original"]["ours_median_s"],
+                        s["versus_original"]["original_median_s"],
+                        s["versus_original"]["speedup"],
+                    ]
+                    for s in peers
+                ],
+            ),
+            "",
+            table(
+                ["N", "load", *_DAMAGE],
+                [
+                    [millions(s["target_rows"]), who, *(s["versus_original"][f"{who}_damage"][k] for k in _DAMAGE)]
+                    for s in peers
+                    for who in ("ours", "original")
+                ],
+            ),
+        ]
     floor = results["staging_floor"]
     parts += [
         "",
@@ -187,6 +234,10 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
         f"Stage job on the {seed['files']} seed files in a warm session (runs after the tables exist): "
         f"{seconds(seed['seconds'])} s; Spark jobs per run {seed['spark_jobs']}; "
         f"Delta commits per run {seed['delta_commits']}.",
+        "",
+        f"Merge job on the staged seed batch in a warm session (into the empty target and history): "
+        f"{seconds(results['seed_merge']['seconds'])} s; Spark jobs per run {results['seed_merge']['spark_jobs']}; "
+        f"Delta commits per run {results['seed_merge']['delta_commits']}.",
         "",
         f"One {large['bytes'] / 1e6:.0f} MB file of {large['rows']} rows: stage job {large['ours_median_s']} s, "
         f"floor {large['spark_floor_median_s']} s, ratio {large['ratio_ours_to_floor']}.",
@@ -265,12 +316,17 @@ GOAL_LABELS = (
     ("merge job: t(N=max) / t(N=min)", "merge_scaling_ratio"),
     ("target MERGE alone: t(N=max) / t(N=min)", "target_merge_scaling_ratio"),
     ("baseline: t(N=max) / t(N=min)", "baseline_scaling_ratio"),
-    ("merge job, batch of new and recent orders only", "local_batch_scaling_ratio"),
+    ("merge job, batch of new and recent orders only: t(N=max) / t(N=min), history 5N", "local_batch_scaling_ratio"),
     ("write amplification (rows written / B), worst size", "write_amplification"),
     ("stage job / Spark CSV-to-Parquet floor", "staging_to_floor"),
     ("original notebooks / ours, end to end", "speedup_over_original"),
     ("stage job on the five seed files, warm session", "seed_stage_s"),
     ("stage job / floor on one ~200 MB file", "large_file_to_floor"),
+    ("merge job / its target MERGE, N=min", "job_to_target_merge_smallest"),
+    ("merge job / its target MERGE, N=max", "job_to_target_merge_largest"),
+    ("original notebooks / ours, 100k batch end to end, N=max", "notebooks_to_ours_largest"),
+    ("our merge job / delta-rs MERGE, N=max", "ours_to_delta_rs_largest"),
+    ("merge job on the five seed files, warm session", "seed_merge_s"),
 )
 _DAMAGE = ("rows", "keys", "duplicate_rows", "keys_gone_back_in_time")
 

@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_rows": args.batch_rows,
             "original_batch_rows": args.original_batch_rows,
             "rows_per_file": args.rows_per_file,
+            "history_events": args.history_events,
             "repeats": args.repeats,
         },
     }
@@ -176,9 +177,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{time.perf_counter() - started:.0f} s: {what} done", file=sys.stderr, flush=True)
 
     results["merge_scaling"] = []
-    for rows in args.sizes:
+    for i, rows in enumerate(args.sizes):
+        peers = i in (0, len(args.sizes) - 1)  # the notebooks and delta-rs at the smallest and largest size
         results["merge_scaling"].append(
-            cases.merge_scaling(spark, work, rows, args.batch_rows, args.repeats, args.rows_per_file)
+            cases.merge_scaling(
+                spark, work, rows, args.batch_rows, args.repeats, args.rows_per_file, args.history_events, peers
+            )
         )
         done(f"merge scaling N={rows}")
     original_paths = cases.write_batch(work, cases.BatchShape(args.sizes[0], args.original_batch_rows))
@@ -189,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     done("versus the original notebooks")
     results["seed_stage"] = cases.seed_stage(spark, work, [str(p) for p in SEED_FILES], max(args.repeats, 3))
+    results["seed_merge"] = cases.seed_merge(spark, work, [str(p) for p in SEED_FILES], max(args.repeats, 3))
     done("seed files, warm")
     results["large_file"] = cases.large_file(spark, work, args.large_file_rows, args.repeats)
     done("one large file")
@@ -240,7 +245,33 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
             "goal": "<= 3 s",
             "met": results["seed_stage"]["median_s"] <= 3,
         },
+        "seed_merge_s": {
+            "value": results["seed_merge"]["median_s"],
+            "goal": "<= 3 s",
+            "met": results["seed_merge"]["median_s"] <= 3,
+        },
+        **{
+            f"job_to_target_merge_{size}": {
+                "value": case["job_to_target_merge"],
+                "goal": "<= 2.0",
+                "met": case["job_to_target_merge"] <= 2.0,
+            }
+            for size, case in (("smallest", smallest), ("largest", largest))
+        },
+        **peer_goals(largest),
         "large_file_to_floor": {"value": results["large_file"]["ratio_ours_to_floor"], "goal": "report", "met": None},
+    }
+
+
+def peer_goals(largest: dict[str, Any]) -> dict[str, Any]:
+    """The notebooks and delta-rs against our merge at the largest size, when they were measured."""
+    if "versus_original" not in largest:
+        return {}
+    speedup = largest["versus_original"]["speedup"]
+    to_delta_rs = round(largest["ours_median_s"] / largest["delta_rs"]["median_s"], 2)
+    return {
+        "notebooks_to_ours_largest": {"value": speedup, "goal": ">= 2.0", "met": speedup >= 2.0},
+        "ours_to_delta_rs_largest": {"value": to_delta_rs, "goal": "<= 2.0", "met": to_delta_rs <= 2.0},
     }
 
 
@@ -254,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-file-rows", type=size, default="250k", help="rows of the ~200 MB single file")
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--small-files-rows", type=size, default="100k")
+    parser.add_argument("--history-events", type=int, default=5, help="events per order in the starting history")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-experiments", action="store_true")
     parser.add_argument("--work", default=str(REPO / ".local" / "bench"), help="scratch tables and files")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -12,7 +13,6 @@ from pyspark.sql import types as T
 from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
-    commit_note,
     delta_table,
     last_commit,
     read_table,
@@ -69,6 +69,53 @@ class KeyRange:
         return F.col(f"{alias}.{KEY}").between(F.lit(self.low), F.lit(self.high))
 
 
+@dataclass(frozen=True)
+class TimeBands:
+    """A few disjoint spans of event time (epoch microseconds, UTC) that cover every event of a batch.
+
+    Added to the history insert's condition, they let Delta skip every history file whose events all
+    lie outside them (its min/max statistics): new events are newer than nearly all of the history,
+    so an insert reads almost none of it however long the history grows. A replayed or late event
+    falls in a band that overlaps old files, and those files are read, as correctness needs.
+    """
+
+    spans: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def covering(cls, buckets: list[tuple[int, int]], max_bands: int = 8) -> TimeBands:
+        """Join sorted or unsorted (low, high) buckets into at most ``max_bands`` spans, closing the
+        smallest gaps first, so the spans cover every bucket and as little else as they can."""
+        spans = sorted(buckets)
+        merged: list[list[int]] = []
+        for low, high in spans:
+            if merged and low <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        while len(merged) > max(1, max_bands):
+            gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+            i = gaps.index(min(gaps))
+            merged[i : i + 2] = [[merged[i][0], max(merged[i][1], merged[i + 1][1])]]
+        return cls(tuple((low, high) for low, high in merged))
+
+    def condition(self, alias: str) -> Column:
+        """``alias``'s event time within a band; the bounds are timestamp literals, which data skipping uses."""
+        column = F.col(f"{alias}.{EVENT_TIME}")
+        within = [column.between(F.lit(_instant(low)), F.lit(_instant(high))) for low, high in self.spans]
+        if not within:
+            return F.lit(False)
+        condition = within[0]
+        for band in within[1:]:
+            condition = condition | band
+        return condition
+
+
+def _instant(micros: int) -> datetime:
+    """An epoch-microsecond instant as an aware UTC datetime (a literal with no local-zone round trip)."""
+    seconds, remainder = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=remainder)
+
+
 def create_table_if_absent(
     spark: SparkSession, identifier: str, schema: T.StructType, cluster_by: str | None = None
 ) -> None:
@@ -86,7 +133,8 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, note: str)
     """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer.
 
     Retried when a concurrent writer commits first (it is idempotent: a key is only ever moved to a
-    newer event). Returns the counts and the version the commit, tagged ``note``, wrote.
+    newer event). Run it within ``commit_note(spark, note)``, which tags its commit; returns the counts
+    and the version that commit wrote.
     """
     spark = latest.sparkSession
     source = latest.select(*TARGET_COLUMNS).alias("s")
@@ -99,46 +147,50 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, note: str)
             .whenMatchedUpdateAll(condition=F.col(f"s.{EVENT_TIME}") > F.col(f"t.{EVENT_TIME}"))
             .whenNotMatchedInsertAll()
         )
-        with commit_note(spark, note):
-            return merge.execute().first()
+        return merge.execute().first()
 
     result = retry_on_conflict(commit, f"MERGE into {target}")
     counts = {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
-    version = version_with_note(spark, target, note)
+    version, latest = version_with_note(spark, target, note)
     if version is None:
         if counts["inserted"] or counts["updated"]:
             raise LookupError(f"the MERGE into {target} changed rows, but no commit of it tagged {note!r} is found")
         # A MERGE that changes nothing commits nothing; any later version holds the same or newer events.
-        version = table_version(spark, target)
+        version = latest
     return {**counts, "version": version}
 
 
-def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, note: str) -> int:
-    """Append the events whose (key, event time) the history table lacks; return how many (retried on conflict)."""
+def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, bands: TimeBands) -> int:
+    """Append the events whose (key, event time) the history table lacks; return how many (retried on conflict).
+
+    The key range and the time bands only repeat what the equality implies, so Delta can skip the
+    history files that cannot hold a batch's event.
+    """
     spark = events.sparkSession
     source = events.select(*TARGET_COLUMNS).alias("e")
     same_event = (
         (F.col(f"h.{KEY}") == F.col(f"e.{KEY}"))
         & (F.col(f"h.{EVENT_TIME}") == F.col(f"e.{EVENT_TIME}"))
         & key_range.condition("h")
+        & bands.condition("h")
     )
 
     def commit() -> Row:
         merge = delta_table(spark, history).alias("h").merge(source, same_event).whenNotMatchedInsertAll()
-        with commit_note(spark, note):
-            return merge.execute().first()
+        return merge.execute().first()
 
     return int(retry_on_conflict(commit, f"history insert into {history}")["num_inserted_rows"])
 
 
 def compare_with_target(
-    spark: SparkSession, latest: DataFrame, target: str, version: int, key_range: KeyRange
+    spark: SparkSession, latest: DataFrame, rows: int, target: str, version: int, key_range: KeyRange
 ) -> dict[str, int]:
-    """Count the batch's rows by how they stand against the target at ``version``.
+    """Count the batch's ``rows`` rows by how they stand against the target at ``version``.
 
     ``older``: the target holds a newer event (the row was skipped as stale); ``same``: the target
-    holds this very event time (inserted, updated or unchanged); ``missing``: the key is absent,
-    which a correct MERGE never leaves.
+    holds this very event time (inserted, updated or unchanged); ``missing``: the key is absent or
+    older, which a correct MERGE never leaves. The batch (one row per key) is broadcast and the
+    target's two columns stream past it in one inner join: nothing of the target is shuffled.
     """
     current = (
         read_table(spark, target, version)
@@ -146,13 +198,18 @@ def compare_with_target(
         .where(key_range.condition("t"))
         .select(KEY, F.col(EVENT_TIME).alias("_target_time"))
     )
-    joined = latest.select(KEY, EVENT_TIME).join(current, KEY, "left")
+    joined = current.join(F.broadcast(latest.select(KEY, EVENT_TIME)), KEY, "inner")
     row = joined.agg(
+        F.count("*").alias("found"),
         F.count_if(F.col("_target_time") > F.col(EVENT_TIME)).alias("older"),
         F.count_if(F.col("_target_time") == F.col(EVENT_TIME)).alias("same"),
-        F.count_if(F.col("_target_time").isNull() | (F.col("_target_time") < F.col(EVENT_TIME))).alias("missing"),
+        F.count_if(F.col("_target_time") < F.col(EVENT_TIME)).alias("behind"),
     ).collect()[0]
-    return {name: int(row[name]) for name in ("older", "same", "missing")}
+    return {
+        "older": int(row["older"]),
+        "same": int(row["same"]),
+        "missing": rows - int(row["found"]) + int(row["behind"]),
+    }
 
 
 def table_version(spark: SparkSession, identifier: str) -> int:
@@ -185,8 +242,10 @@ def ensure_audit_table(spark: SparkSession, audit: str) -> None:
 
 
 def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
-    """Write the batch's audit record in one commit, replacing an earlier one of the batch; absent fields are null."""
-    ensure_audit_table(spark, audit)
+    """Write the batch's audit record in one commit, replacing an earlier one of the batch; absent fields are null.
+
+    The table must exist with its current columns (``ensure_audit_table``).
+    """
     full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
     note = json.dumps({"batch_id": record["batch_id"], "status": record.get("status")})
     replace_batch(spark.createDataFrame([full], AUDIT_SCHEMA), audit, "batch_id", record["batch_id"], note)

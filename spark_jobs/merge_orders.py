@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import uuid
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,7 +18,9 @@ from pyspark.sql import functions as F
 from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
 from spark_jobs.load import (
     KeyRange,
+    TimeBands,
     compare_with_target,
+    ensure_audit_table,
     ensure_current_state_tables,
     insert_new_history,
     merge_latest,
@@ -25,14 +28,52 @@ from spark_jobs.load import (
     table_version,
     upsert_audit,
 )
-from spark_jobs.schema import BATCH_ID, KEY, ROWS_COLLAPSED, SUPERSEDED_EVENTS, TARGET_COLUMNS
-from spark_jobs.tables import check_batch_id, read_table
+from spark_jobs.schema import BATCH_ID, EVENT_TIME, KEY, ROWS_COLLAPSED, SUPERSEDED_EVENTS, TARGET_COLUMNS
+from spark_jobs.tables import check_batch_id, commit_note, read_table
 
 
 def history_events(batch: DataFrame) -> DataFrame:
     """Every distinct event of the batch: each staged row plus the events it superseded."""
     latest = F.struct(*TARGET_COLUMNS)
     return batch.select(F.explode(F.concat(F.array(latest), F.col(SUPERSEDED_EVENTS))).alias("e")).select("e.*")
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """What the merge needs to know of a staged batch before writing: its size, key range and event times."""
+
+    staged: int
+    collapsed: int
+    key_range: KeyRange | None
+    bands: TimeBands
+
+
+def profile_batch(batch: DataFrame) -> BatchProfile:
+    """One pass over the staged batch: rows, collapsed rows, key range, and the hours its events fall in."""
+    times = F.concat(F.array(F.col(EVENT_TIME)), F.col(f"{SUPERSEDED_EVENTS}.{EVENT_TIME}"))
+    staged_row = F.col("pos") == 0  # position 0 is the staged row's own event; the rest it superseded
+    micros = F.unix_micros(F.col("time"))
+    buckets = (
+        batch.select(KEY, ROWS_COLLAPSED, F.posexplode(times).alias("pos", "time"))
+        .groupBy(F.date_trunc("hour", F.col("time")))
+        .agg(
+            F.count_if(staged_row).alias("staged"),
+            F.sum(F.when(staged_row, F.col(ROWS_COLLAPSED))).alias("collapsed"),
+            F.min(KEY).alias("low"),
+            F.max(KEY).alias("high"),
+            F.min(micros).alias("first"),
+            F.max(micros).alias("last"),
+        )
+        .collect()
+    )
+    lows = [row["low"] for row in buckets if row["low"] is not None]
+    highs = [row["high"] for row in buckets if row["high"] is not None]
+    return BatchProfile(
+        staged=sum(int(row["staged"]) for row in buckets),
+        collapsed=sum(int(row["collapsed"] or 0) for row in buckets),
+        key_range=KeyRange(min(lows), max(highs)) if lows else None,
+        bands=TimeBands.covering([(row["first"], row["last"]) for row in buckets if row["first"] is not None]),
+    )
 
 
 def merge_orders(
@@ -49,27 +90,26 @@ def merge_orders(
     stage_record = read_audit(spark, audit_table, batch_id) or {}
     if stage_record.get("status") == "stage_failed":
         raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record['error']}")
+    if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
+        ensure_audit_table(spark, audit_table)
     batch = read_table(spark, staging_table).where(F.col(BATCH_ID) == batch_id)
-    totals = batch.agg(
-        F.count("*").alias("staged"),
-        F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"),
-        F.min(KEY).alias("low"),
-        F.max(KEY).alias("high"),
-    ).collect()[0]
-    staged = int(totals["staged"])
+    profile = profile_batch(batch)
+    staged = profile.staged
     ensure_current_state_tables(spark, target_table, history_table)
 
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
-    if staged:
-        key_range = KeyRange(totals["low"], totals["high"])
+    if profile.key_range is not None:
+        key_range = profile.key_range
         # Tags this attempt's commits, so it finds the target version its own MERGE wrote.
         note = json.dumps({"batch_id": batch_id, "job": "merge_orders", "attempt": uuid.uuid4().hex})
-        counts["history_inserted"] = insert_new_history(history_events(batch), history_table, key_range, note)
-        merged = merge_latest(batch, target_table, key_range, note)
+        events = history_events(batch)
+        with commit_note(spark, note):
+            counts["history_inserted"] = insert_new_history(events, history_table, key_range, profile.bands)
+            merged = merge_latest(batch, target_table, key_range, note)
         version = merged.pop("version")
         counts.update(merged)
         # Against that version, not the latest: a concurrent batch may have moved keys on since.
-        counts.update(compare_with_target(spark, batch, target_table, version, key_range))
+        counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
     else:
         version = table_version(spark, target_table)
 
@@ -81,7 +121,7 @@ def merge_orders(
         "rows_rejected": stage_record.get("rows_rejected"),
         "files_rejected": stage_record.get("files_rejected"),
         "files_redelivered": stage_record.get("files_redelivered"),
-        "rows_collapsed": int(totals["collapsed"]),
+        "rows_collapsed": profile.collapsed,
         "rows_staged": staged,
         "rows_inserted": counts["inserted"],
         "rows_updated": counts["updated"],

@@ -168,9 +168,9 @@ def commit_note(spark: SparkSession, note: str) -> Iterator[None]:
         spark.conf.unset(key)
 
 
-def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> int | None:
-    """The version of the newest commit tagged ``note`` among the table's last ``search`` commits, or None."""
-    for row in spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect():
-        if row["userMetadata"] == note:
-            return int(row["version"])
-    return None
+def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> tuple[int | None, int]:
+    """The version of the newest commit tagged ``note`` among the table's last ``search`` commits (or None),
+    and the table's latest version."""
+    rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect()
+    noted = next((int(row["version"]) for row in rows if row["userMetadata"] == note), None)
+    return noted, int(rows[0]["version"])

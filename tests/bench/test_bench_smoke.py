@@ -25,9 +25,29 @@ def test_the_batch_shape_is_the_issues_mix() -> None:
 
 
 def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
-    scaling = cases.merge_scaling(spark, tmp_path, rows=20_000, batch_rows=2_000, repeats=1, rows_per_file=5_000)
+    scaling = cases.merge_scaling(
+        spark, tmp_path, rows=20_000, batch_rows=2_000, repeats=1, rows_per_file=5_000, history_events=5, peers=True
+    )
     ours, baseline = scaling["ours_metrics"], scaling["baseline_metrics"]
     assert scaling["merge_job"]["rows_inserted"] == 199
+    # The starting history: five events per order, each order's latest the target's row.
+    history = spark.read.format("delta").load(str(tmp_path / "scaling_20000" / "history"))
+    built = history.where("_batch_id = 'bench-target'")
+    assert (built.count(), built.select("tracking_num").distinct().count()) == (100_000, 20_000)
+    assert scaling["history_rows"] == 100_000
+    # delta-rs, with the same latest-wins condition on the same staged rows, changes the same rows.
+    assert scaling["delta_rs"]["metrics"]["num_target_rows_inserted"] == 199
+    assert scaling["delta_rs"]["metrics"]["num_target_rows_updated"] == scaling["merge_job"]["rows_updated"]
+    # The notebooks on the same batch: our load is clean; theirs keeps every in-batch duplicate.
+    batch_keys = {event[1] for event in BatchShape(20_000, 2_000).events()}
+    assert len(batch_keys) == 20_199 - 20_000 + scaling["merge_job"]["rows_updated"] + sum(
+        scaling["merge_job"][name] for name in ("rows_skipped_stale", "rows_unchanged")
+    )
+    versus_batch = scaling["versus_original"]
+    clean = {"rows": 20_199, "keys": 20_199, "duplicate_rows": 0, "keys_gone_back_in_time": 0}
+    assert versus_batch["ours_damage"] == clean
+    assert versus_batch["original_damage"]["keys"] == 20_199
+    assert versus_batch["original_damage"]["duplicate_rows"] == 2_000 - len(batch_keys)
     assert scaling["target_files"] == scaling["files_scanned_baseline"] == 4
     # Deletion vectors: touched files are marked, not rewritten; the baseline copies every touched file.
     assert (ours["numTargetFilesRemoved"], ours["numTargetRowsCopied"]) == (0, 0)
@@ -54,6 +74,10 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
     assert floor["rows"] == 10_000
     assert spark.read.parquet(str(tmp_path / "staging_floor" / "floor.parquet")).count() == 10_000
     assert floor["ratio_ours_to_floor"] == round(floor["ours_median_s"] / floor["spark_floor_median_s"], 2)
+
+    seed_merge = cases.seed_merge(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
+    # Per run: 23 orders inserted; one commit each to the history, the target and the audit record.
+    assert (seed_merge["rows_inserted"], seed_merge["delta_commits"]) == (23, [3])
 
     seed = cases.seed_stage(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
     # Per run: the staging commit and the audit record's commit; no rejects, and no rejects table to clear.
@@ -82,6 +106,7 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
             "dag_parse": {"provider_imports_median_s": 2.0, "dag_parse_beyond_imports_median_s": 0.1},
         },
         "seed_stage": seed,
+        "seed_merge": seed_merge,
         "large_file": large,
         "small_files": {"rows": 2_000, "files": 20, "many_median_s": 3.0, "one_median_s": 1.0, "per_file_ms": 105.3},
     }
@@ -89,6 +114,12 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
     assert results["goals"]["merge_scaling_ratio"] == {"value": 1.0, "goal": "<= 1.5", "met": True}
     assert results["goals"]["speedup_over_original"]["value"] == versus["speedup"]
     assert results["goals"]["seed_stage_s"]["value"] == seed["median_s"]
+    assert results["goals"]["seed_merge_s"]["value"] == seed_merge["median_s"]
+    assert results["goals"]["job_to_target_merge_largest"]["value"] == scaling["job_to_target_merge"]
+    assert results["goals"]["notebooks_to_ours_largest"]["value"] == versus_batch["speedup"]
+    assert results["goals"]["ours_to_delta_rs_largest"]["value"] == round(
+        scaling["ours_median_s"] / scaling["delta_rs"]["median_s"], 2
+    )
     assert results["goals"]["large_file_to_floor"]["value"] == large["ratio_ours_to_floor"]
     json.dumps(results)  # the results file is plain JSON
     section = report.markdown(results, "merge_scaling.png")
