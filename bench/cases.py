@@ -269,7 +269,7 @@ def merge_scaling(
     result["job_to_target_merge"] = round(result["ours_median_s"] / result["ours_target_merge_median_s"], 2)
     if peers:
         result["delta_rs"] = delta_rs_merge(spark, tables, baseline, baseline_version, batch_id, repeats)
-        result["versus_original"] = notebooks_on_batch(spark, root, tables, built, paths, rows, repeats, rows_per_file)
+        result["versus_original"] = notebooks_on_batch(spark, tables, built, paths, rows, repeats, rows_per_file)
     return result
 
 
@@ -308,15 +308,19 @@ def delta_rs_merge(
 
 def notebooks_on_batch(
     spark: SparkSession,
-    root: Path,
     tables: Tables,
     built: dict[str, int],
     paths: list[str],
     rows: int,
     repeats: int,
     rows_per_file: int,
+    prefix: str = "e2e",
 ) -> dict:
-    """The batch end to end (stage and merge) by us and by the original notebooks, into the same target rows."""
+    """The batch end to end (stage and merge) by us and by the original notebooks, into the same target rows.
+
+    Ours loads into ``tables`` (put back to ``built`` before each run); the notebooks into a copy of the
+    same ``rows`` target rows in their own shape. Batch ids are ``<prefix>-<run>``.
+    """
     original = tables.path("original_target")
     original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
     original_version = table_version(spark, original)
@@ -324,7 +328,8 @@ def notebooks_on_batch(
     for i in range(repeats):
         restore(spark, tables.path("target"), built["target"])
         restore(spark, tables.path("history"), built["history"])
-        seconds, _ = timed(lambda i=i: (stage(spark, tables, paths, f"e2e-{i}"), merge(spark, tables, f"e2e-{i}")))
+        batch = f"{prefix}-{i}"
+        seconds, _ = timed(lambda batch=batch: (stage(spark, tables, paths, batch), merge(spark, tables, batch)))
         result["ours_s"].append(seconds)
         restore(spark, original, original_version)
         seconds, _ = timed(lambda: original_load(spark, paths, tables.path("original_staging"), original))
@@ -471,25 +476,9 @@ def versus_original(
     """Our stage and merge against the notebooks' load, on the same batch and the same target."""
     tables = Tables(root / "versus_original")
     built = build_ours(spark, tables, rows, rows_per_file)
-    original = tables.path("original_target")
-    original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
-    original_version = table_version(spark, original)
     paths = write_batch(root, BatchShape(rows, batch_rows))
-    result: dict[str, Any] = {"target_rows": rows, "batch_rows": batch_rows, "ours_s": [], "original_s": []}
-    for i in range(repeats):
-        restore(spark, tables.path("target"), built["target"])
-        restore(spark, tables.path("history"), built["history"])
-        seconds, _ = timed(lambda i=i: (stage(spark, tables, paths, f"vs-{i}"), merge(spark, tables, f"vs-{i}")))
-        result["ours_s"].append(seconds)
-        restore(spark, original, original_version)
-        seconds, _ = timed(lambda: original_load(spark, paths, tables.path("original_staging"), original))
-        result["original_s"].append(seconds)
-    result["ours_damage"] = damage(spark, tables.path("target"), built["target"])
-    result["original_damage"] = damage(spark, original, original_version)
-    for name in ("ours_s", "original_s"):
-        result[name.replace("_s", "_median_s")] = median(result[name])
-    result["speedup"] = round(result["original_median_s"] / result["ours_median_s"], 2)
-    return result
+    measured = notebooks_on_batch(spark, tables, built, paths, rows, repeats, rows_per_file, prefix="vs")
+    return {"target_rows": rows, "batch_rows": batch_rows, **measured}
 
 
 def small_files(spark: SparkSession, root: Path, total_rows: int, file_count: int, repeats: int) -> dict:
