@@ -22,7 +22,8 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -38,7 +39,7 @@ os.environ.update(
         "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parents[1] / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[1] / "plugins"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_free_port()}",
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
     }
 )
 

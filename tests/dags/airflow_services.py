@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,6 @@ SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 # test runs at once cannot collide on those ports.
 SERVICE_ARGUMENTS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class AirflowServices:

@@ -27,8 +27,8 @@ import yaml
 from airflow.utils.net import get_hostname
 from cryptography.fernet import Fernet
 
-from tests.conftest import REPO
-from tests.dags.airflow_services import AIRFLOW, AirflowServices, free_port
+from tests.conftest import REPO, free_port
+from tests.dags.airflow_services import AIRFLOW, AirflowServices
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 FAKE_GCS = REPO / ".tools" / "bin" / "fake-gcs-server"  # make tools: built from the compose file's tag

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SEED_FILES
-from tests.dags.airflow_services import AirflowServices, free_port
+from tests.conftest import SEED_FILES, free_port
+from tests.dags.airflow_services import AirflowServices
 from tests.dags.conftest import DAG_ID, GCP_CONNECTION, upload_seed
 from tests.spark_jobs.helpers import read
 
