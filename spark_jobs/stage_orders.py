@@ -10,11 +10,14 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -37,6 +40,9 @@ from spark_jobs.transform import (
 )
 
 DEFAULT_MAX_REJECT_FRACTION = 0.1
+# The staging table is read one batch partition at a time and never filtered on its columns, so its
+# files carry no min/max statistics: Delta then skips gathering them over every nested event it writes.
+_STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
 _ROW_SOURCES = T.StructType(
     [
         T.StructField(SOURCE_FILE, T.StringType()),
@@ -149,22 +155,36 @@ def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_
     )
 
 
-def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
+def write_staging(rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
     """Replace the batch's staged rows with the latest event per key; return the rows staged and collapsed.
 
-    The counts are read back from the batch's partition as committed, so the reconciliation checks
-    what the table holds, not what the job meant to write.
+    The counts are observed on the rows as the commit writes them (no second read of the table), so
+    the reconciliation checks what went into the batch's partition, not what the job meant to write.
     """
     batch_id = record["batch_id"]
     staged = collapse_to_latest(valid_rows(rows, batch_id, record["stage_started_at"]))
-    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}))
-    totals = (
-        read_table(spark, staging_table)
-        .where(F.col(BATCH_ID) == batch_id)
-        .agg(F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
-        .first()
+    written = Observation(f"staged {batch_id}")
+    observed = staged.observe(
+        written,
+        F.count(F.lit(1)).alias("rows_staged"),
+        F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("rows_collapsed"),
     )
-    return {"rows_staged": int(totals["staged"]), "rows_collapsed": int(totals["collapsed"])}
+    replace_batch(observed, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), _STAGING_PROPERTIES)
+    return {name: int(value) for name, value in written.get.items()}
+
+
+@contextmanager
+def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[DataFrame]:
+    """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions.
+
+    Counting, rejecting and staging then reuse the same parsed rows: no file is read twice, and the
+    record ids the line numbers come from are those of that one read.
+    """
+    parsed = parse_batch(spark, files).persist(StorageLevel.DISK_ONLY)
+    try:
+        yield parsed
+    finally:
+        parsed.unpersist()
 
 
 def stage_orders(
@@ -186,18 +206,19 @@ def stage_orders(
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
     files = read_input_files(spark, inputs)
-    parsed = parse_batch(spark, files)
-    outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
-    record = stage_record(batch_id, outcomes, started_at, mark_redeliveries(spark, outcomes, audit_table, batch_id))
-    reasons = top_reasons(outcomes)
-    rows = with_line_numbers(parsed, spark.createDataFrame(row_sources(outcomes), _ROW_SOURCES))
+    with parsed_once(spark, files) as parsed:
+        outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
+        redelivered = mark_redeliveries(spark, outcomes, audit_table, batch_id)
+        record = stage_record(batch_id, outcomes, started_at, redelivered)
+        reasons = top_reasons(outcomes)
+        rows = with_line_numbers(parsed, spark.createDataFrame(row_sources(outcomes), _ROW_SOURCES))
 
-    write_rejects(spark, rows, outcomes, record, rejects_table)
-    error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
-    if error is None:
-        record.update(write_staging(spark, rows, record, staging_table))
-        if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
-            error = f"batch {batch_id}: counts do not reconcile: {record}"
+        write_rejects(spark, rows, outcomes, record, rejects_table)
+        error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
+        if error is None:
+            record.update(write_staging(rows, record, staging_table))
+            if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
+                error = f"batch {batch_id}: counts do not reconcile: {record}"
     record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
     if audit_table:
         upsert_audit(spark, record, audit_table)

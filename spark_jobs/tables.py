@@ -119,13 +119,20 @@ def _is_conflict(error: Exception) -> bool:
     return condition in _CREATION_RACES
 
 
-def replace_batch(df: DataFrame, identifier: str, batch_column: str, batch_id: str, commit_note: str) -> None:
+def replace_batch(
+    df: DataFrame,
+    identifier: str,
+    batch_column: str,
+    batch_id: str,
+    commit_note: str,
+    table_properties: dict[str, str] | None = None,
+) -> None:
     """Atomically replace one batch's rows, noting ``commit_note`` in the commit.
 
-    A table this creates is partitioned by ``batch_column``: replacing a batch then touches only its own
-    partition, so writers of other batches never conflict with it. A table made unpartitioned by an
-    earlier version keeps its layout; a conflict there (or two writers creating the table at once)
-    is retried.
+    A table this creates is partitioned by ``batch_column`` and gets ``table_properties``: replacing a
+    batch then touches only its own partition, so writers of other batches never conflict with it. A
+    table made unpartitioned by an earlier version keeps its layout; a conflict there (or two writers
+    creating the table at once) is retried.
     """
     check_batch_id(batch_id)  # safe inside the predicate's literal
 
@@ -137,7 +144,7 @@ def replace_batch(df: DataFrame, identifier: str, batch_column: str, batch_id: s
             .option("userMetadata", commit_note)
         )
         if not table_exists(df.sparkSession, identifier):
-            writer = writer.partitionBy(batch_column)
+            writer = writer.partitionBy(batch_column).options(**(table_properties or {}))
         if is_path(identifier):
             writer.save(identifier)
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.extract import RAW_TEXT, RECORD_ID
@@ -33,6 +33,7 @@ FIRST_RECORD_ID = "_first_record_id"  # the record id of a file's first data lin
 FILE_LOADED = "_file_loaded"  # false for a file rejected whole whose rows still go to the rejects table
 _TEXT = "_text_"  # prefix of a column's trimmed text
 _CELLS_TEXT = "_cells_text"
+_RANK = "_rank"
 
 # A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
 _QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
@@ -220,23 +221,26 @@ def valid_rows(rows: DataFrame, batch_id: str, ingested_at: datetime) -> DataFra
 def collapse_to_latest(valid: DataFrame) -> DataFrame:
     """One row per key: the latest event, ties broken by the greatest (source file, line number).
 
-    Earlier distinct events of the key (one per event time) ride along in ``_superseded_events``, so
-    the history table keeps every status event; ``_rows_collapsed`` counts the rows folded away.
+    Earlier distinct events of the key (one per event time) ride along in ``_superseded_events``, latest
+    first, so the history table keeps every status event; ``_rows_collapsed`` counts the rows folded away.
+    One sort by key and rank does it: a window ranks each key's rows, keeps the first and gathers the
+    earlier ones whose time differs from the row ranked just above (cheaper than a grouped list of
+    every row sorted afterwards, which falls back to a sort on the map side as well).
     """
-    ranked = F.struct(
-        F.col(EVENT_TIME).alias("t"),
-        F.col(SOURCE_FILE).alias("f"),
-        F.col(LINE_NUMBER).alias("l"),
-        F.struct(*TARGET_COLUMNS).alias("e"),
+    ranked = Window.partitionBy(KEY).orderBy(
+        F.col(EVENT_TIME).desc(), F.col(SOURCE_FILE).desc(), F.col(LINE_NUMBER).desc()
     )
-    grouped = valid.groupBy(KEY).agg(F.sort_array(F.collect_list(ranked), asc=False).alias("_ranked"))
-    ranked_events = F.col("_ranked")
-    distinct_times = F.filter(
-        F.slice(ranked_events, 2, F.size(ranked_events)),
-        lambda event, i: event["t"] != F.get(ranked_events, i)["t"],
-    )
-    return grouped.select(
-        *[F.get(ranked_events, 0)["e"][name].alias(name) for name in TARGET_COLUMNS],
-        F.transform(distinct_times, lambda event: event["e"]).alias(SUPERSEDED_EVENTS),
-        (F.size(ranked_events) - 1).alias(ROWS_COLLAPSED),
+    whole_key = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    rank = F.row_number().over(ranked)
+    earlier_time = (rank > 1) & (F.lag(EVENT_TIME).over(ranked) != F.col(EVENT_TIME))
+    return (
+        valid.select(
+            *TARGET_COLUMNS,
+            rank.alias(_RANK),
+            # collect_list skips the nulls: only earlier events with a time of their own are gathered.
+            F.collect_list(F.when(earlier_time, F.struct(*TARGET_COLUMNS))).over(whole_key).alias(SUPERSEDED_EVENTS),
+            (F.count(F.lit(1)).over(whole_key) - 1).cast("int").alias(ROWS_COLLAPSED),
+        )
+        .where(F.col(_RANK) == 1)
+        .drop(_RANK)
     )
