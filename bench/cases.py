@@ -12,7 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,66 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+@dataclass(frozen=True)
+class Side:
+    """One side of a timed comparison: the work timed, and the untimed work around each run.
+
+    ``prepare`` gets the run's number and puts the tables back (its result goes to ``action``);
+    ``observe`` gets that and the action's result, and returns a figure to keep for the run.
+    """
+
+    name: str
+    action: Callable[[Any], Any]
+    prepare: Callable[[int], Any] = lambda run: run
+    observe: Callable[[Any, Any], Any] | None = None
+
+
+@dataclass
+class Runs:
+    """One side's runs: their seconds, what ``observe`` kept of each, and the last run's result."""
+
+    seconds: list[float] = field(default_factory=list)
+    observed: list[Any] = field(default_factory=list)
+    last: Any = None
+
+    @property
+    def median_s(self) -> float:
+        return median(self.seconds)
+
+
+def side_by_side(repeats: int, *sides: Side) -> dict[str, Runs]:
+    """The benchmark's one timing loop: every side once per repeat, in turn, so drift hits all sides alike."""
+    runs = {side.name: Runs() for side in sides}
+    for run in range(repeats):
+        for side in sides:
+            prepared = side.prepare(run)
+            seconds, result = timed(lambda side=side, prepared=prepared: side.action(prepared))
+            runs[side.name].seconds.append(seconds)
+            runs[side.name].last = result
+            if side.observe is not None:
+                runs[side.name].observed.append(side.observe(prepared, result))
+    return runs
+
+
+def work_counted(spark: SparkSession, tables: Tables, names: tuple[str, ...], label: str) -> tuple[Callable, Callable]:
+    """A ``prepare`` and an ``observe`` that count one run's Spark jobs and its Delta commits to ``names``."""
+    context = spark.sparkContext
+
+    def prepare(run: int) -> tuple[int, str, dict[str, int | None]]:
+        group = f"bench-{label}-{run}"
+        versions = {name: _version_or_none(spark, tables.path(name)) for name in names}
+        context.setJobGroup(group, group)
+        return run, group, versions
+
+    def observe(prepared: tuple[int, str, dict[str, int | None]], _: Any) -> tuple[int, int]:
+        _, group, versions = prepared
+        context.setLocalProperty("spark.jobGroup.id", None)
+        commits = sum((_version_or_none(spark, tables.path(n)) or 0) - (versions[n] or 0) for n in names)
+        return len(context.statusTracker().getJobIdsForGroup(group)), commits
+
+    return prepare, observe
+
+
 @contextmanager
 def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     """Set session configuration for the block, then put the previous values back."""
@@ -90,6 +150,17 @@ def last_merge_metrics(spark: SparkSession, path: str) -> dict[str, int]:
     )
     metrics = row["operationMetrics"]
     return {name: int(metrics.get(name, 0)) for name in MERGE_METRICS}
+
+
+def merge_metrics_of(spark: SparkSession, path: str) -> Callable[[Any, Any], dict[str, int]]:
+    """An ``observe`` that keeps the table's newest MERGE metrics after each run."""
+    return lambda prepared, result: last_merge_metrics(spark, path)
+
+
+def restore_all(spark: SparkSession, tables: Tables, versions: dict[str, int]) -> None:
+    """Put each named table of ``tables`` back to its version."""
+    for name, version in versions.items():
+        restore(spark, tables.path(name), version)
 
 
 def data_files(spark: SparkSession, path: str, key_range: tuple[str, str] | None = None) -> int:
@@ -221,29 +292,31 @@ def merge_scaling(
         "target_files": data_files(spark, tables.path("target")),
         "files_scanned_ours": data_files(spark, tables.path("target"), staged_key_range(spark, tables, batch_id)),
         "files_scanned_baseline": data_files(spark, baseline),
-        "ours_s": [],
-        "ours_target_merge_s": [],
-        "baseline_s": [],
-        "baseline_target_merge_s": [],
     }
-    for _ in range(repeats):
-        restore(spark, tables.path("target"), built["target"])
-        restore(spark, tables.path("history"), built["history"])
-        seconds, metrics = timed(lambda: merge(spark, tables, batch_id))
-        result["ours_s"].append(seconds)
-        ours = last_merge_metrics(spark, tables.path("target"))
-        result["ours_target_merge_s"].append(ours["executionTimeMs"] / 1000)
-        restore(spark, baseline, baseline_version)
-        seconds, _ = timed(lambda: baseline_merge(spark, tables.path("staging"), batch_id, baseline))
-        result["baseline_s"].append(seconds)
-        base = last_merge_metrics(spark, baseline)
-        result["baseline_target_merge_s"].append(base["executionTimeMs"] / 1000)
+    ours = Side(
+        "ours",
+        lambda _: merge(spark, tables, batch_id),
+        lambda run: restore_all(spark, tables, built),
+        merge_metrics_of(spark, tables.path("target")),
+    )
+    runs = side_by_side(
+        repeats,
+        ours,
+        Side(
+            "baseline",
+            lambda _: baseline_merge(spark, tables.path("staging"), batch_id, baseline),
+            lambda run: restore(spark, baseline, baseline_version),
+            merge_metrics_of(spark, baseline),
+        ),
+    )
+    for side in ("ours", "baseline"):
+        result[f"{side}_s"] = runs[side].seconds
+        result[f"{side}_target_merge_s"] = [metrics["executionTimeMs"] / 1000 for metrics in runs[side].observed]
+        result[f"{side}_metrics"] = runs[side].observed[-1]
     result.update(
-        ours_metrics=ours,
-        baseline_metrics=base,
-        merge_job=metrics,
-        write_amplification_ours=round(ours["numOutputRows"] / batch_rows, 3),
-        write_amplification_baseline=round(base["numOutputRows"] / batch_rows, 3),
+        merge_job=runs["ours"].last,
+        write_amplification_ours=round(result["ours_metrics"]["numOutputRows"] / batch_rows, 3),
+        write_amplification_baseline=round(result["baseline_metrics"]["numOutputRows"] / batch_rows, 3),
     )
     for name in ("ours_s", "ours_target_merge_s", "baseline_s", "baseline_target_merge_s"):
         result[name.replace("_s", "_median_s")] = median(result[name])
@@ -251,20 +324,16 @@ def merge_scaling(
     local_id = f"bench-{rows}-local"
     stage(spark, tables, write_batch(root, BatchShape(rows, batch_rows, recent_fraction=0.90)), local_id)
     restore(spark, tables.path("target"), built["target"])  # count the files the merge will meet
-    local: dict[str, Any] = {
-        "files_scanned": data_files(spark, tables.path("target"), staged_key_range(spark, tables, local_id)),
-        "seconds": [],
-        "target_merge_s": [],
+    files_scanned = data_files(spark, tables.path("target"), staged_key_range(spark, tables, local_id))
+    local_runs = side_by_side(repeats, replace(ours, action=lambda _: merge(spark, tables, local_id)))["ours"]
+    result["local_batch"] = {
+        "files_scanned": files_scanned,
+        "seconds": local_runs.seconds,
+        "target_merge_s": [metrics["executionTimeMs"] / 1000 for metrics in local_runs.observed],
+        "metrics": local_runs.observed[-1],
+        "median_s": local_runs.median_s,
+        "target_merge_median_s": median([metrics["executionTimeMs"] / 1000 for metrics in local_runs.observed]),
     }
-    for _ in range(repeats):
-        restore(spark, tables.path("target"), built["target"])
-        restore(spark, tables.path("history"), built["history"])
-        local["seconds"].append(timed(lambda: merge(spark, tables, local_id))[0])
-        local["metrics"] = last_merge_metrics(spark, tables.path("target"))
-        local["target_merge_s"].append(local["metrics"]["executionTimeMs"] / 1000)
-    local["median_s"] = median(local["seconds"])
-    local["target_merge_median_s"] = median(local["target_merge_s"])
-    result["local_batch"] = local
     result["history_rows"] = rows * history_events
     result["job_to_target_merge"] = round(result["ours_median_s"] / result["ours_target_merge_median_s"], 2)
     if peers:
@@ -287,23 +356,23 @@ def delta_rs_merge(
         spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == batch_id)
         .select(*TARGET_COLUMNS).toArrow()
     )  # fmt: skip
-    result: dict[str, Any] = {"seconds": []}
-    for _ in range(repeats):
+
+    def opened(run: int) -> DeltaTable:
         restore(spark, baseline, baseline_version)
-        table = DeltaTable(baseline)
-        seconds, metrics = timed(
-            lambda table=table: (
-                table.merge(source, predicate=f"t.{KEY} = s.{KEY}", source_alias="s", target_alias="t")
-                .when_matched_update_all(predicate=f"s.{EVENT_TIME} > t.{EVENT_TIME}")
-                .when_not_matched_insert_all()
-                .execute()
-            )
+        return DeltaTable(baseline)
+
+    def latest_wins(table: DeltaTable) -> dict:
+        return (
+            table.merge(source, predicate=f"t.{KEY} = s.{KEY}", source_alias="s", target_alias="t")
+            .when_matched_update_all(predicate=f"s.{EVENT_TIME} > t.{EVENT_TIME}")
+            .when_not_matched_insert_all()
+            .execute()
         )
-        result["seconds"].append(seconds)
-        result["metrics"] = {name: metrics.get(name) for name in DELTA_RS_METRICS}
-    result["median_s"] = median(result["seconds"])
+
+    runs = side_by_side(repeats, Side("delta-rs", latest_wins, opened))["delta-rs"]
     restore(spark, baseline, baseline_version)
-    return result
+    metrics = {name: runs.last.get(name) for name in DELTA_RS_METRICS}
+    return {"seconds": runs.seconds, "metrics": metrics, "median_s": runs.median_s}
 
 
 def notebooks_on_batch(
@@ -324,20 +393,25 @@ def notebooks_on_batch(
     original = tables.path("original_target")
     original_target(target_frame(spark, rows, math.ceil(rows / rows_per_file))).write.format("delta").save(original)
     original_version = table_version(spark, original)
-    result: dict[str, Any] = {"ours_s": [], "original_s": []}
-    for i in range(repeats):
-        restore(spark, tables.path("target"), built["target"])
-        restore(spark, tables.path("history"), built["history"])
-        batch = f"{prefix}-{i}"
-        seconds, _ = timed(lambda batch=batch: (stage(spark, tables, paths, batch), merge(spark, tables, batch)))
-        result["ours_s"].append(seconds)
-        restore(spark, original, original_version)
-        seconds, _ = timed(lambda: original_load(spark, paths, tables.path("original_staging"), original))
-        result["original_s"].append(seconds)
+
+    def put_back(run: int) -> str:
+        restore_all(spark, tables, built)
+        return f"{prefix}-{run}"
+
+    runs = side_by_side(
+        repeats,
+        Side("ours", lambda batch: (stage(spark, tables, paths, batch), merge(spark, tables, batch)), put_back),
+        Side(
+            "original",
+            lambda _: original_load(spark, paths, tables.path("original_staging"), original),
+            lambda run: restore(spark, original, original_version),
+        ),
+    )
+    result: dict[str, Any] = {f"{side}_s": runs[side].seconds for side in ("ours", "original")}
     result["ours_damage"] = damage(spark, tables.path("target"), built["target"])
     result["original_damage"] = damage(spark, original, original_version)
-    result["ours_median_s"] = median(result["ours_s"])
-    result["original_median_s"] = median(result["original_s"])
+    result["ours_median_s"] = runs["ours"].median_s
+    result["original_median_s"] = runs["original"].median_s
     result["speedup"] = round(result["original_median_s"] / result["ours_median_s"], 2)
     return result
 
@@ -352,18 +426,16 @@ def staged_key_range(spark: SparkSession, tables: Tables, batch_id: str) -> tupl
 def staging_floor(spark: SparkSession, root: Path, paths: list[str], repeats: int) -> dict:
     """Our stage job against a plain typed ``read.csv().write.parquet()`` and pyarrow, on the same files."""
     tables = Tables(root / "staging_floor")
-    result: dict[str, Any] = {"rows": 0, "files": len(paths), "ours_s": [], "spark_floor_s": [], "pyarrow_s": []}
-    for i in range(repeats):
-        seconds, staged = timed(lambda i=i: stage(spark, tables, paths, f"floor-{i}"))
-        result["ours_s"].append(seconds)
-        result["rows"] = staged["rows_read"]
-        out = str(tables.root / "floor.parquet")
-        seconds, _ = timed(lambda out=out: spark_floor(spark, paths, out))
-        result["spark_floor_s"].append(seconds)
-        seconds, _ = timed(lambda: pyarrow_csv_to_parquet(paths, tables.root / "pyarrow.parquet"))
-        result["pyarrow_s"].append(seconds)
-    for name in ("ours_s", "spark_floor_s", "pyarrow_s"):
-        result[name.replace("_s", "_median_s")] = median(result[name])
+    runs = side_by_side(
+        repeats,
+        Side("ours", lambda run: stage(spark, tables, paths, f"floor-{run}")),
+        Side("spark_floor", lambda _: spark_floor(spark, paths, str(tables.root / "floor.parquet"))),
+        Side("pyarrow", lambda _: pyarrow_csv_to_parquet(paths, tables.root / "pyarrow.parquet")),
+    )
+    result: dict[str, Any] = {"rows": runs["ours"].last["rows_read"], "files": len(paths)}
+    for side, side_runs in runs.items():
+        result[f"{side}_s"] = side_runs.seconds
+        result[f"{side}_median_s"] = side_runs.median_s
     result["ratio_ours_to_floor"] = round(result["ours_median_s"] / result["spark_floor_median_s"], 2)
     return result
 
@@ -378,21 +450,9 @@ def seed_stage(spark: SparkSession, root: Path, seed_files: list[str], repeats: 
     tables = Tables(root / "seed_stage")
     names = ("staging", "rejects", "audit")
     stage(spark, tables, seed_files, "seed-warm-up")  # creates the tables: later runs meet them as production does
-    result: dict[str, Any] = {"files": len(seed_files), "seconds": [], "spark_jobs": [], "delta_commits": []}
-    for i in range(repeats):
-        versions = {name: _version_or_none(spark, tables.path(name)) for name in names}
-        group = f"bench-seed-stage-{i}"
-        spark.sparkContext.setJobGroup(group, group)
-        try:
-            result["seconds"].append(timed(lambda i=i: stage(spark, tables, seed_files, f"seed-{i}"))[0])
-        finally:
-            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
-        result["spark_jobs"].append(len(spark.sparkContext.statusTracker().getJobIdsForGroup(group)))
-        result["delta_commits"].append(
-            sum((_version_or_none(spark, tables.path(n)) or 0) - (versions[n] or 0) for n in names)
-        )
-    result["median_s"] = median(result["seconds"])
-    return result
+    prepare, observe = work_counted(spark, tables, names, "seed-stage")
+    staging = Side("stage", lambda prepared: stage(spark, tables, seed_files, f"seed-{prepared[0]}"), prepare, observe)
+    return counted_result(len(seed_files), side_by_side(repeats, staging)["stage"])
 
 
 def seed_merge(spark: SparkSession, root: Path, seed_files: list[str], repeats: int) -> dict:
@@ -405,24 +465,27 @@ def seed_merge(spark: SparkSession, root: Path, seed_files: list[str], repeats: 
     stage(spark, tables, seed_files, "seed-warm-up")
     merge(spark, tables, "seed-warm-up")  # creates the tables and warms the session
     empty = {name: 0 for name in ("target", "history")}  # version 0: created, no rows
-    result: dict[str, Any] = {"files": len(seed_files), "seconds": [], "spark_jobs": [], "delta_commits": []}
-    for i in range(repeats):
-        stage(spark, tables, seed_files, f"seed-{i}")
-        for name, version in empty.items():
-            restore(spark, tables.path(name), version)
-        versions = {name: table_version(spark, tables.path(name)) for name in names}
-        group = f"bench-seed-merge-{i}"
-        spark.sparkContext.setJobGroup(group, group)
-        try:
-            seconds, metrics = timed(lambda i=i: merge(spark, tables, f"seed-{i}"))
-        finally:
-            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
-        result["seconds"].append(seconds)
-        result["rows_inserted"] = metrics["rows_inserted"]
-        result["spark_jobs"].append(len(spark.sparkContext.statusTracker().getJobIdsForGroup(group)))
-        result["delta_commits"].append(sum(table_version(spark, tables.path(n)) - versions[n] for n in names))
-    result["median_s"] = median(result["seconds"])
-    return result
+    start_counting, observe = work_counted(spark, tables, names, "seed-merge")
+
+    def prepare(run: int) -> tuple:
+        stage(spark, tables, seed_files, f"seed-{run}")
+        restore_all(spark, tables, empty)
+        return start_counting(run)
+
+    merging = Side("merge", lambda prepared: merge(spark, tables, f"seed-{prepared[0]}"), prepare, observe)
+    runs = side_by_side(repeats, merging)["merge"]
+    return {**counted_result(len(seed_files), runs), "rows_inserted": runs.last["rows_inserted"]}
+
+
+def counted_result(files: int, runs: Runs) -> dict[str, Any]:
+    """A warm-session run's figures: seconds, and the Spark jobs and Delta commits of each run."""
+    return {
+        "files": files,
+        "seconds": runs.seconds,
+        "spark_jobs": [jobs for jobs, _ in runs.observed],
+        "delta_commits": [commits for _, commits in runs.observed],
+        "median_s": runs.median_s,
+    }
 
 
 def _version_or_none(spark: SparkSession, path: str) -> int | None:
@@ -442,12 +505,15 @@ def large_file(spark: SparkSession, root: Path, rows: int, repeats: int) -> dict
         write_csv_files(events, directory, files=1, stem="large")
         (directory / "_done").touch()
     paths = [str(path) for path in sorted(directory.glob("*.csv"))]
-    result: dict[str, Any] = {"bytes": Path(paths[0]).stat().st_size, "rows": rows, "ours_s": [], "spark_floor_s": []}
-    for i in range(repeats):
-        result["ours_s"].append(timed(lambda i=i: stage(spark, tables, paths, f"large-{i}"))[0])
-        result["spark_floor_s"].append(timed(lambda: spark_floor(spark, paths, str(tables.root / "floor")))[0])
-    result["ours_median_s"] = median(result["ours_s"])
-    result["spark_floor_median_s"] = median(result["spark_floor_s"])
+    runs = side_by_side(
+        repeats,
+        Side("ours", lambda run: stage(spark, tables, paths, f"large-{run}")),
+        Side("spark_floor", lambda _: spark_floor(spark, paths, str(tables.root / "floor"))),
+    )
+    result: dict[str, Any] = {"bytes": Path(paths[0]).stat().st_size, "rows": rows}
+    for side, side_runs in runs.items():
+        result[f"{side}_s"] = side_runs.seconds
+        result[f"{side}_median_s"] = side_runs.median_s
     result["ratio_ours_to_floor"] = round(result["ours_median_s"] / result["spark_floor_median_s"], 2)
     return result
 
@@ -487,12 +553,15 @@ def small_files(spark: SparkSession, root: Path, total_rows: int, file_count: in
     shape = BatchShape(0, total_rows)
     many = write_batch(root, shape, file_count)
     one = write_batch(root, shape, 1)
-    result: dict[str, Any] = {"rows": total_rows, "files": file_count, "many_s": [], "one_s": []}
-    for i in range(repeats):
-        result["one_s"].append(timed(lambda i=i: stage(spark, tables, one, f"one-{i}"))[0])
-        result["many_s"].append(timed(lambda i=i: stage(spark, tables, many, f"many-{i}"))[0])
-    result["one_median_s"] = median(result["one_s"])
-    result["many_median_s"] = median(result["many_s"])
+    runs = side_by_side(
+        repeats,
+        Side("one", lambda run: stage(spark, tables, one, f"one-{run}")),
+        Side("many", lambda run: stage(spark, tables, many, f"many-{run}")),
+    )
+    result: dict[str, Any] = {"rows": total_rows, "files": file_count}
+    for side, side_runs in runs.items():
+        result[f"{side}_s"] = side_runs.seconds
+        result[f"{side}_median_s"] = side_runs.median_s
     result["per_file_ms"] = round((result["many_median_s"] - result["one_median_s"]) / (file_count - 1) * 1000, 1)
     return result
 
@@ -518,17 +587,25 @@ def experiments(
         table: str = target,
         start: int = built["target"],
     ) -> dict:
-        times, metrics = [], {}
-        for _ in range(repeats):
+
+        def prepare(run: int) -> str:
             restore(spark, table, start)
             if setup:
                 spark.sql(setup.format(target=table_sql(table)))
-            with spark_conf(spark, conf or {}):
-                tag = f"bench experiment {name} {len(times)}"  # the commit's userMetadata
-                with commit_note(spark, tag):
-                    times.append(timed(lambda tag=tag: merge_latest(batch, table, key_range, tag))[0])
-            metrics = last_merge_metrics(spark, table)
-        return {"name": name, "note": note, "seconds": times, "median_s": median(times), "metrics": metrics}
+            return f"bench experiment {name} {run}"  # the commit's userMetadata
+
+        def action(tag: str) -> dict[str, int]:
+            with spark_conf(spark, conf or {}), commit_note(spark, tag):
+                return merge_latest(batch, table, key_range, tag)
+
+        runs = side_by_side(repeats, Side(name, action, prepare, merge_metrics_of(spark, table)))[name]
+        return {
+            "name": name,
+            "note": note,
+            "seconds": runs.seconds,
+            "median_s": runs.median_s,
+            "metrics": runs.observed[-1],
+        }
 
     dv_off = "ALTER TABLE {target} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
     results = [

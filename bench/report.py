@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,76 @@ def seconds(values: list[float]) -> str:
     return ", ".join(f"{v:.1f}" for v in values)
 
 
+Columns = tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]
+
+
+def rows_table(columns: Columns, items: list[dict[str, Any]]) -> str:
+    """A Markdown table with one row per item: each column is a header and how to read the cell from an item."""
+    return table([header for header, _ in columns], [[cell(item) for _, cell in columns] for item in items])
+
+
+SCALING_COLUMNS: Columns = (
+    ("N", lambda s: millions(s["target_rows"])),
+    ("staged rows", lambda s: s["rows_staged"]),
+    ("ours: job s", lambda s: s["ours_median_s"]),
+    ("ours: MERGE s", lambda s: s["ours_target_merge_median_s"]),
+    ("baseline s", lambda s: s["baseline_median_s"]),
+    (
+        "files (scanned ours / baseline)",
+        lambda s: f"{s['target_files']} ({s['files_scanned_ours']} / {s['files_scanned_baseline']})",
+    ),
+    ("files rewritten ours / baseline", lambda s: _pair(s, "numTargetFilesRemoved")),
+    ("DVs written (ours)", lambda s: s["ours_metrics"]["numTargetDeletionVectorsAdded"]),
+    ("rows copied ours / baseline", lambda s: _pair(s, "numTargetRowsCopied")),
+    (
+        "write ampl. ours / baseline",
+        lambda s: f"{s['write_amplification_ours']} / {s['write_amplification_baseline']}",
+    ),
+)
+LOCAL_BATCH_COLUMNS: Columns = (
+    ("N", lambda s: millions(s["target_rows"])),
+    ("job s", lambda s: s["local_batch"]["median_s"]),
+    ("MERGE s", lambda s: s["local_batch"]["target_merge_median_s"]),
+    ("files scanned", lambda s: f"{s['local_batch']['files_scanned']} of {s['target_files']}"),
+    ("DVs written", lambda s: s["local_batch"]["metrics"]["numTargetDeletionVectorsAdded"]),
+    ("rows written", lambda s: s["local_batch"]["metrics"]["numOutputRows"]),
+)
+PEER_COLUMNS: Columns = (
+    ("N", lambda s: millions(s["target_rows"])),
+    ("history rows", lambda s: millions(s["history_rows"])),
+    ("job s", lambda s: s["ours_median_s"]),
+    ("job / its MERGE", lambda s: s["job_to_target_merge"]),
+    ("delta-rs MERGE s", lambda s: s["delta_rs"]["median_s"]),
+    ("job / delta-rs", lambda s: round(s["ours_median_s"] / s["delta_rs"]["median_s"], 2)),
+    ("delta-rs rows copied", lambda s: s["delta_rs"]["metrics"]["num_target_rows_copied"]),
+    ("ours end to end s", lambda s: s["versus_original"]["ours_median_s"]),
+    ("notebooks s", lambda s: s["versus_original"]["original_median_s"]),
+    ("notebooks / ours", lambda s: s["versus_original"]["speedup"]),
+)
+EXPERIMENT_COLUMNS: Columns = (
+    ("variant", lambda run: run["name"]),
+    ("note", lambda run: run["note"]),
+    ("median s", lambda run: run["median_s"]),
+    ("runs s", lambda run: seconds(run["seconds"])),
+    ("files rewritten", lambda run: run["metrics"]["numTargetFilesRemoved"]),
+    ("rows copied", lambda run: run["metrics"]["numTargetRowsCopied"]),
+    ("rows written", lambda run: run["metrics"]["numOutputRows"]),
+)
+DAMAGE_COLUMNS = ("rows", "keys", "duplicate_rows", "keys_gone_back_in_time")
+
+
+def _pair(scaling: dict[str, Any], metric: str) -> str:
+    return f"{scaling['ours_metrics'][metric]} / {scaling['baseline_metrics'][metric]}"
+
+
+def _damage(results: dict[str, Any], who: str) -> list[Any]:
+    return [results[f"{who}_damage"][name] for name in DAMAGE_COLUMNS]
+
+
 def markdown(results: dict[str, Any], plot_name: str) -> str:
     """The results section: goals, then one table per measurement."""
-    goals = results["goals"]
-    settings = results["settings"]
-    machine = results["machine"]
+    settings, machine = results["settings"], results["machine"]
+    goals = [{"label": label, **results["goals"][key]} for label, key in GOAL_LABELS if key in results["goals"]]
     parts = [
         f"Measured {results['started_at']} on {machine['cpus']} CPUs ({machine['cpu_model']}), "
         f"{machine['memory']} memory, Python {machine['python']}, PySpark {machine['pyspark']}, "
@@ -86,85 +152,58 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
         "",
         "### Goals",
         "",
-        table(
-            ["goal", "target", "measured", "met"],
-            [
-                [label, goals[key]["goal"], goals[key]["value"], _yes(goals[key]["met"])]
-                for label, key in GOAL_LABELS
-                if key in goals
-            ],
+        rows_table(
+            (
+                ("goal", lambda g: g["label"]),
+                ("target", lambda g: g["goal"]),
+                ("measured", lambda g: g["value"]),
+                ("met", lambda g: _yes(g["met"])),
+            ),
+            goals,
         ),
         "",
+        *merge_scaling_section(results, plot_name),
+        *staging_section(results),
+        *original_section(results["versus_original"]),
+        *fixed_costs_section(results),
+        *experiments_section(results),
+    ]
+    return "\n".join(parts)
+
+
+def merge_scaling_section(results: dict[str, Any], plot_name: str) -> list[str]:
+    """Section 1: the merge job, its MERGE and the baseline by target size; the local batch; the peers."""
+    settings, scaling = results["settings"], results["merge_scaling"]
+    parts = [
         f"### 1. Merge scaling (B = {millions(settings['batch_rows'])} rows, "
         f"{millions(settings['rows_per_file'])} target rows per file)",
         "",
         f"![merge time against target size]({plot_name})",
         "",
-        table(
-            [
-                "N",
-                "staged rows",
-                "ours: job s",
-                "ours: MERGE s",
-                "baseline s",
-                "files (scanned ours / baseline)",
-                "files rewritten ours / baseline",
-                "DVs written (ours)",
-                "rows copied ours / baseline",
-                "write ampl. ours / baseline",
-            ],
-            [
-                [
-                    millions(s["target_rows"]),
-                    s["rows_staged"],
-                    s["ours_median_s"],
-                    s["ours_target_merge_median_s"],
-                    s["baseline_median_s"],
-                    f"{s['target_files']} ({s['files_scanned_ours']} / {s['files_scanned_baseline']})",
-                    f"{s['ours_metrics']['numTargetFilesRemoved']} / {s['baseline_metrics']['numTargetFilesRemoved']}",
-                    s["ours_metrics"]["numTargetDeletionVectorsAdded"],
-                    f"{s['ours_metrics']['numTargetRowsCopied']} / {s['baseline_metrics']['numTargetRowsCopied']}",
-                    f"{s['write_amplification_ours']} / {s['write_amplification_baseline']}",
-                ]
-                for s in results["merge_scaling"]
-            ],
-        ),
+        rows_table(SCALING_COLUMNS, scaling),
         "",
         "Runs (s): "
         + "; ".join(
             f"N={millions(s['target_rows'])}: ours {seconds(s['ours_s'])}, baseline {seconds(s['baseline_s'])}"
-            for s in results["merge_scaling"]
+            for s in scaling
         )
         + ". The MERGE-alone figures are Delta's own `executionTimeMs`; baseline MERGE alone: "
-        + ", ".join(f"{s.get('baseline_target_merge_median_s', '-')}" for s in results["merge_scaling"])
+        + ", ".join(f"{s.get('baseline_target_merge_median_s', '-')}" for s in scaling)
         + " s.",
     ]
-    if all("local_batch" in s for s in results["merge_scaling"]):
+    if all("local_batch" in s for s in scaling):
         parts += [
             "",
             "Our merge job again, on a batch of new (10%) and recent (90%) orders only, no random older ones:",
             "",
-            table(
-                ["N", "job s", "MERGE s", "files scanned", "DVs written", "rows written"],
-                [
-                    [
-                        millions(s["target_rows"]),
-                        s["local_batch"]["median_s"],
-                        s["local_batch"]["target_merge_median_s"],
-                        f"{s['local_batch']['files_scanned']} of {s['target_files']}",
-                        s["local_batch"]["metrics"]["numTargetDeletionVectorsAdded"],
-                        s["local_batch"]["metrics"]["numOutputRows"],
-                    ]
-                    for s in results["merge_scaling"]
-                ],
-            ),
+            rows_table(LOCAL_BATCH_COLUMNS, scaling),
             *{
                 f"\nFiles scanned: {s['local_batch']['files_scanned_note']}."
-                for s in results["merge_scaling"]
+                for s in scaling
                 if "files_scanned_note" in s["local_batch"]
             },
         ]
-    peers = [s for s in results["merge_scaling"] if "versus_original" in s]
+    peers = [s for s in scaling if "versus_original" in s]
     if peers:
         parts += [
             "",
@@ -172,47 +211,29 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
             "delta-rs merging the same staged rows (latest wins) into the baseline's plain copy of the target, "
             "and the batch end to end (stage + merge) by us and by the original notebooks:",
             "",
-            table(
-                [
-                    "N",
-                    "history rows",
-                    "job s",
-                    "job / its MERGE",
-                    "delta-rs MERGE s",
-                    "job / delta-rs",
-                    "delta-rs rows copied",
-                    "ours end to end s",
-                    "notebooks s",
-                    "notebooks / ours",
-                ],
-                [
-                    [
-                        millions(s["target_rows"]),
-                        millions(s["history_rows"]),
-                        s["ours_median_s"],
-                        s["job_to_target_merge"],
-                        s["delta_rs"]["median_s"],
-                        round(s["ours_median_s"] / s["delta_rs"]["median_s"], 2),
-                        s["delta_rs"]["metrics"]["num_target_rows_copied"],
-                        s["versus_original"]["ours_median_s"],
-                        s["versus_original"]["original_median_s"],
-                        s["versus_original"]["speedup"],
-                    ]
-                    for s in peers
-                ],
-            ),
+            rows_table(PEER_COLUMNS, peers),
             "",
             table(
-                ["N", "load", *_DAMAGE],
+                ["N", "load", *DAMAGE_COLUMNS],
                 [
-                    [millions(s["target_rows"]), who, *(s["versus_original"][f"{who}_damage"][k] for k in _DAMAGE)]
+                    [millions(s["target_rows"]), who, *_damage(s["versus_original"], who)]
                     for s in peers
                     for who in ("ours", "original")
                 ],
             ),
         ]
-    floor = results["staging_floor"]
-    parts += [
+    return parts
+
+
+def staging_section(results: dict[str, Any]) -> list[str]:
+    """Section 2: the stage job against Spark's CSV floor, the seed files warm, one large file."""
+    floor, seed, merge, large = (
+        results["staging_floor"],
+        results["seed_stage"],
+        results["seed_merge"],
+        results["large_file"],
+    )
+    return [
         "",
         f"### 2. Staging against the floor ({floor['rows']} rows in {floor['files']} files)",
         "",
@@ -227,23 +248,23 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
                 ]
             ],
         ),
-    ]
-    seed, large = results["seed_stage"], results["large_file"]
-    parts += [
         "",
         f"Stage job on the {seed['files']} seed files in a warm session (runs after the tables exist): "
         f"{seconds(seed['seconds'])} s; Spark jobs per run {seed['spark_jobs']}; "
         f"Delta commits per run {seed['delta_commits']}.",
         "",
         f"Merge job on the staged seed batch in a warm session (into the empty target and history): "
-        f"{seconds(results['seed_merge']['seconds'])} s; Spark jobs per run {results['seed_merge']['spark_jobs']}; "
-        f"Delta commits per run {results['seed_merge']['delta_commits']}.",
+        f"{seconds(merge['seconds'])} s; Spark jobs per run {merge['spark_jobs']}; "
+        f"Delta commits per run {merge['delta_commits']}.",
         "",
         f"One {large['bytes'] / 1e6:.0f} MB file of {large['rows']} rows: stage job {large['ours_median_s']} s, "
         f"floor {large['spark_floor_median_s']} s, ratio {large['ratio_ours_to_floor']}.",
     ]
-    versus = results["versus_original"]
-    parts += [
+
+
+def original_section(versus: dict[str, Any]) -> list[str]:
+    """Section 3: ours end to end against the original notebooks, with what each leaves behind."""
+    return [
         "",
         f"### 3. Ours against the original notebooks ({millions(versus['batch_rows'])}-row batch, "
         f"{millions(versus['target_rows'])}-row target)",
@@ -251,65 +272,42 @@ def markdown(results: dict[str, Any], plot_name: str) -> str:
         table(
             ["load", "end to end s", "target rows", "keys", "duplicate rows", "keys gone back in time"],
             [
-                [name, versus[f"{key}_median_s"], *[versus[f"{key}_damage"][k] for k in _DAMAGE]]
+                [name, versus[f"{key}_median_s"], *_damage(versus, key)]
                 for name, key in (("ours (stage + merge)", "ours"), ("original notebooks", "original"))
             ],
         ),
         "",
         f"Speed-up: {versus['speedup']}x (original time / ours).",
     ]
-    fixed = results["fixed_costs"]
+
+
+def fixed_costs_section(results: dict[str, Any]) -> list[str]:
+    """Section 4: session start, per-file cost, imports and DAG parse."""
+    fixed, small = results["fixed_costs"], results["small_files"]
     session, parse = fixed["session_start"], fixed["dag_parse"]
-    small = results["small_files"]
-    parts += [
-        "",
-        "### 4. Fixed costs",
-        "",
-        table(
-            ["cost", "median"],
-            [
-                [
-                    "Spark session start, cold (new JVM, Delta jars cached)",
-                    f"{session['cold_median_s']} s",
-                ],
-                ["Spark session start, warm (same JVM)", f"{session['warm_median_s']} s"],
-                [
-                    f"stage job, {small['files']} files of {small['rows'] // small['files']} rows",
-                    f"{small['many_median_s']} s",
-                ],
-                [f"stage job, 1 file of {small['rows']} rows", f"{small['one_median_s']} s"],
-                ["per extra file", f"{small['per_file_ms']} ms"],
-                [
-                    "provider imports (Airflow SDK, Databricks, Google)",
-                    f"{parse['provider_imports_median_s']} s",
-                ],
-                ["DAG file parse beyond those imports", f"{parse['dag_parse_beyond_imports_median_s']} s"],
-            ],
-        ),
+    costs = [
+        ("Spark session start, cold (new JVM, Delta jars cached)", f"{session['cold_median_s']} s"),
+        ("Spark session start, warm (same JVM)", f"{session['warm_median_s']} s"),
+        (f"stage job, {small['files']} files of {small['rows'] // small['files']} rows", f"{small['many_median_s']} s"),
+        (f"stage job, 1 file of {small['rows']} rows", f"{small['one_median_s']} s"),
+        ("per extra file", f"{small['per_file_ms']} ms"),
+        ("provider imports (Airflow SDK, Databricks, Google)", f"{parse['provider_imports_median_s']} s"),
+        ("DAG file parse beyond those imports", f"{parse['dag_parse_beyond_imports_median_s']} s"),
     ]
-    if "experiments" in results:
-        experiments = results["experiments"]
-        parts += [
-            "",
-            f"### 5. Experiments: the target MERGE alone, N = {millions(experiments['target_rows'])}",
-            "",
-            table(
-                ["variant", "note", "median s", "runs s", "files rewritten", "rows copied", "rows written"],
-                [
-                    [
-                        run["name"],
-                        run["note"],
-                        run["median_s"],
-                        seconds(run["seconds"]),
-                        run["metrics"]["numTargetFilesRemoved"],
-                        run["metrics"]["numTargetRowsCopied"],
-                        run["metrics"]["numOutputRows"],
-                    ]
-                    for run in experiments["runs"]
-                ],
-            ),
-        ]
-    return "\n".join(parts)
+    return ["", "### 4. Fixed costs", "", table(["cost", "median"], [list(cost) for cost in costs])]
+
+
+def experiments_section(results: dict[str, Any]) -> list[str]:
+    """Section 5, when run: variants of the target MERGE alone."""
+    if "experiments" not in results:
+        return []
+    experiments = results["experiments"]
+    return [
+        "",
+        f"### 5. Experiments: the target MERGE alone, N = {millions(experiments['target_rows'])}",
+        "",
+        rows_table(EXPERIMENT_COLUMNS, experiments["runs"]),
+    ]
 
 
 GOAL_LABELS = (
@@ -328,7 +326,6 @@ GOAL_LABELS = (
     ("our merge job / delta-rs MERGE, N=max", "ours_to_delta_rs_largest"),
     ("merge job on the five seed files, warm session", "seed_merge_s"),
 )
-_DAMAGE = ("rows", "keys", "duplicate_rows", "keys_gone_back_in_time")
 
 
 def _yes(met: bool | None) -> str:
