@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from bench import cases, report
 from bench.run import goals, size
@@ -22,6 +23,37 @@ def test_the_batch_shape_is_the_issues_mix() -> None:
     assert sum(19_001 <= n <= 20_000 for n in numbers) >= 1_696  # 85% update the most recent 5%
     assert len(events) - len(set(events)) == 2  # one exact duplicate per thousand
     assert events == list(BatchShape(target_rows=20_000, rows=2_000).events())  # seeded
+
+
+def test_the_timing_loop_runs_each_side_in_turn_with_its_set_up_untimed() -> None:
+    calls: list[str] = []
+
+    def side(name: str) -> cases.Side:
+        return cases.Side(
+            name,
+            action=lambda prepared: calls.append(f"{name} run {prepared}") or f"{name} result {prepared}",
+            prepare=lambda run: calls.append(f"{name} prepare {run}") or run * 10,
+            observe=lambda prepared, result: (prepared, result),
+        )
+
+    runs = cases.side_by_side(2, side("a"), side("b"))
+
+    assert calls == [
+        "a prepare 0", "a run 0", "b prepare 0", "b run 0",
+        "a prepare 1", "a run 10", "b prepare 1", "b run 10",
+    ]  # fmt: skip
+    assert runs["a"].observed == [(0, "a result 0"), (10, "a result 10")]
+    assert runs["b"].last == "b result 10"
+    assert runs["a"].median_s == cases.median(runs["a"].seconds)
+
+
+def test_the_timing_loop_leaves_the_set_up_out_of_the_time() -> None:
+    slow_set_up = cases.Side("a", action=lambda _: None, prepare=lambda run: time.sleep(0.5))
+
+    runs = cases.side_by_side(1, slow_set_up)
+
+    assert len(runs["a"].seconds) == 1
+    assert runs["a"].seconds[0] < 0.5  # the half second of set-up is not in it
 
 
 def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
