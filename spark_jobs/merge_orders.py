@@ -77,6 +77,12 @@ def profile_batch(batch: DataFrame) -> BatchProfile:
     )
 
 
+def read_staged(spark: SparkSession, staging_table: str, batch_id: str) -> tuple[DataFrame, BatchProfile]:
+    """The batch's staged rows, and their profile (one pass)."""
+    batch = read_table(spark, staging_table).where(F.col(BATCH_ID) == batch_id)
+    return batch, profile_batch(batch)
+
+
 def merge_orders(
     spark: SparkSession,
     batch_id: str,
@@ -88,14 +94,14 @@ def merge_orders(
     """Merge a staged batch; fail if its rows do not reconcile. Returns metrics."""
     check_batch_id(batch_id)
     started_at = utc_now()
-    batch = read_table(spark, staging_table).where(F.col(BATCH_ID) == batch_id)
     # Two reads of different tables, neither needing the other: Spark plans and runs them side by side.
+    # The audit record is checked first, so a batch that failed staging is refused with that reason.
     with ThreadPoolExecutor(max_workers=1) as reader:
-        audit_read = reader.submit(read_audit, spark, audit_table, batch_id)
-        profile = profile_batch(batch)
-        stage_record = audit_read.result() or {}
-    if stage_record.get("status") == "stage_failed":
-        raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record['error']}")
+        staged_read = reader.submit(read_staged, spark, staging_table, batch_id)
+        stage_record = read_audit(spark, audit_table, batch_id) or {}
+        if stage_record.get("status") == "stage_failed":
+            raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record['error']}")
+        batch, profile = staged_read.result()
     if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
         ensure_audit_table(spark, audit_table)
     staged = profile.staged
