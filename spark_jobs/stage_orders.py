@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import reduce
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -155,22 +155,23 @@ def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_
     )
 
 
-def write_staging(rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
+def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_table: str) -> dict[str, int]:
     """Replace the batch's staged rows with the latest event per key; return the rows staged and collapsed.
 
-    The counts are observed on the rows as the commit writes them (no second read of the table), so
-    the reconciliation checks what went into the batch's partition, not what the job meant to write.
+    The counts are read back from the batch's partition as committed, so the reconciliation checks
+    what the table holds, not what the job meant to write. (A Spark ``Observation`` on the written
+    rows was tried: it returns no row when the write creates a catalog table, so it is not used.)
     """
     batch_id = record["batch_id"]
     staged = collapse_to_latest(valid_rows(rows, batch_id, record["stage_started_at"]))
-    written = Observation(f"staged {batch_id}")
-    observed = staged.observe(
-        written,
-        F.count(F.lit(1)).alias("rows_staged"),
-        F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("rows_collapsed"),
+    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), _STAGING_PROPERTIES)
+    totals = (
+        read_table(spark, staging_table)
+        .where(F.col(BATCH_ID) == batch_id)
+        .agg(F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
+        .first()
     )
-    replace_batch(observed, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), _STAGING_PROPERTIES)
-    return {name: int(value) for name, value in written.get.items()}
+    return {"rows_staged": int(totals["staged"]), "rows_collapsed": int(totals["collapsed"])}
 
 
 @contextmanager
@@ -216,7 +217,7 @@ def stage_orders(
         write_rejects(spark, rows, outcomes, record, rejects_table)
         error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
         if error is None:
-            record.update(write_staging(rows, record, staging_table))
+            record.update(write_staging(spark, rows, record, staging_table))
             if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
                 error = f"batch {batch_id}: counts do not reconcile: {record}"
     record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
