@@ -112,14 +112,18 @@ def merge_orders(
         key_range = profile.key_range
         # Tags this attempt's commits, so it finds the target version its own MERGE wrote.
         note = json.dumps({"batch_id": batch_id, "job": "merge_orders", "attempt": uuid.uuid4().hex})
-        events = history_events(batch)
         with commit_note(spark, note):
-            counts["history_inserted"] = insert_new_history(events, history_table, key_range, profile.bands)
             merged = merge_latest(batch, target_table, key_range, note)
-        version = merged.pop("version")
-        counts.update(merged)
-        # Against that version, not the latest: a concurrent batch may have moved keys on since.
-        counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
+            version = merged.pop("version")
+            counts.update(merged)
+            # The history insert and the check touch different tables and need nothing of each other.
+            with ThreadPoolExecutor(max_workers=1) as side:
+                history = side.submit(
+                    insert_new_history, history_events(batch), history_table, key_range, profile.bands
+                )
+                # Against that version, not the latest: a concurrent batch may have moved keys on since.
+                counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
+                counts["history_inserted"] = history.result()
     else:
         version = table_version(spark, target_table)
 

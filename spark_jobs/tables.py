@@ -178,6 +178,10 @@ def commit_note(spark: SparkSession, note: str) -> Iterator[None]:
 def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> tuple[int | None, int]:
     """The version of the newest commit tagged ``note`` among the table's last ``search`` commits (or None),
     and the table's latest version."""
-    rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect()
-    noted = next((int(row["version"]) for row in rows if row["userMetadata"] == note), None)
+    # The tagged commit is nearly always the newest: look at that one alone first (one commit file read).
+    for limit in (1, int(search)):
+        rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {limit}").collect()
+        noted = next((int(row["version"]) for row in rows if row["userMetadata"] == note), None)
+        if noted is not None or len(rows) < limit:
+            break
     return noted, int(rows[0]["version"])
