@@ -11,6 +11,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -73,15 +74,17 @@ def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
     )
 
 
-def mark_redeliveries(spark: SparkSession, outcomes: list[FileOutcome], audit_table: str | None, batch_id: str) -> int:
-    """Note on each loaded file the earlier merged batch that loaded the same content or the same name.
+def find_redeliveries(
+    spark: SparkSession, outcomes: list[FileOutcome], audit_table: str | None, batch_id: str
+) -> dict[str, str]:
+    """For each loaded file an earlier merged batch loaded with the same content or the same name: a note.
 
     Informational: a re-delivered file is loaded again, and the merge's latest-wins rule and the
-    history's insert-if-absent keep that from duplicating anything. Returns how many files were marked.
+    history's insert-if-absent keep that from duplicating anything. Returns the notes by file URI.
     """
     loaded = [o for o in outcomes if o.loaded and o.fingerprint]
     if not audit_table or not loaded:
-        return 0
+        return {}
     ensure_audit_table(spark, audit_table)
     uris = [o.file.uri for o in loaded]
     prints = [o.fingerprint for o in loaded]
@@ -94,35 +97,39 @@ def mark_redeliveries(spark: SparkSession, outcomes: list[FileOutcome], audit_ta
         .orderBy("merge_finished_at", "batch_id")
         .collect()
     )
-    marked = 0
+    notes = {}
     for outcome in loaded:
         same_content = [r for r in earlier if r["fingerprint"] == outcome.fingerprint]
         same_name = [r for r in earlier if r["uri"] == outcome.file.uri]
         if same_content:
             first = same_content[0]
-            outcome.redelivery_of = f"same content as {first['uri']} in batch {first['batch_id']}"
+            notes[outcome.file.uri] = f"same content as {first['uri']} in batch {first['batch_id']}"
         elif same_name:
-            outcome.redelivery_of = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
+            notes[outcome.file.uri] = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
         else:
             continue
-        marked += 1
         LOG.warning(
-            "%s is a re-delivery (%s); loading it again changes no row", outcome.file.uri, outcome.redelivery_of
+            "%s is a re-delivery (%s); loading it again changes no row", outcome.file.uri, notes[outcome.file.uri]
         )
-    return marked
+    return notes
 
 
-def stage_record(batch_id: str, outcomes: list[FileOutcome], started_at: datetime, redelivered: int) -> dict:
+def stage_record(batch_id: str, outcomes: list[FileOutcome], started_at: datetime) -> dict:
     """The stage's audit figures before anything is written: every data row of every file is read."""
     return {
         "batch_id": batch_id,
-        "files": [outcome.audit_record() for outcome in outcomes],
         "rows_read": sum(o.rows for o in outcomes),
         "rows_rejected": sum(o.rows_rejected for o in outcomes),
         "files_rejected": sum(not o.loaded for o in outcomes),
-        "files_redelivered": redelivered,
         "stage_started_at": started_at,
     }
+
+
+def file_records(outcomes: list[FileOutcome], redeliveries: dict[str, str]) -> dict:
+    """The audit record's files, each with its re-delivery note, and how many files are re-deliveries."""
+    for outcome in outcomes:
+        outcome.redelivery_of = redeliveries.get(outcome.file.uri)
+    return {"files": [o.audit_record() for o in outcomes], "files_redelivered": len(redeliveries)}
 
 
 def write_rejects(
@@ -209,17 +216,20 @@ def stage_orders(
     files = read_input_files(spark, inputs)
     with parsed_once(spark, files) as parsed:
         outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
-        redelivered = mark_redeliveries(spark, outcomes, audit_table, batch_id)
-        record = stage_record(batch_id, outcomes, started_at, redelivered)
+        record = stage_record(batch_id, outcomes, started_at)
         reasons = top_reasons(outcomes)
         rows = with_line_numbers(parsed, spark.createDataFrame(row_sources(outcomes), _ROW_SOURCES))
 
-        write_rejects(spark, rows, outcomes, record, rejects_table)
-        error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
-        if error is None:
-            record.update(write_staging(spark, rows, record, staging_table))
-            if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
-                error = f"batch {batch_id}: counts do not reconcile: {record}"
+        # The re-delivery notes only go into the audit record: they are looked up while the batch is written.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            redeliveries = side.submit(find_redeliveries, spark, outcomes, audit_table, batch_id)
+            write_rejects(spark, rows, outcomes, record, rejects_table)
+            error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
+            if error is None:
+                record.update(write_staging(spark, rows, record, staging_table))
+                if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
+                    error = f"batch {batch_id}: counts do not reconcile: {record}"
+            record.update(file_records(outcomes, redeliveries.result()))
     record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
     if audit_table:
         upsert_audit(spark, record, audit_table)
