@@ -326,13 +326,14 @@ def merge_scaling(
     restore(spark, tables.path("target"), built["target"])  # count the files the merge will meet
     files_scanned = data_files(spark, tables.path("target"), staged_key_range(spark, tables, local_id))
     local_runs = side_by_side(repeats, replace(ours, action=lambda _: merge(spark, tables, local_id)))["ours"]
+    local_merge_s = [metrics["executionTimeMs"] / 1000 for metrics in local_runs.observed]
     result["local_batch"] = {
         "files_scanned": files_scanned,
         "seconds": local_runs.seconds,
-        "target_merge_s": [metrics["executionTimeMs"] / 1000 for metrics in local_runs.observed],
+        "target_merge_s": local_merge_s,
         "metrics": local_runs.observed[-1],
         "median_s": local_runs.median_s,
-        "target_merge_median_s": median([metrics["executionTimeMs"] / 1000 for metrics in local_runs.observed]),
+        "target_merge_median_s": median(local_merge_s),
     }
     result["history_rows"] = rows * history_events
     result["job_to_target_merge"] = round(result["ours_median_s"] / result["ours_target_merge_median_s"], 2)
