@@ -10,8 +10,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
 from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest, table_version
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import EVENT_TIME, KEY, ORDER_COLUMNS, TARGET_COLUMNS
+from spark_jobs.session import spark_conf
 from spark_jobs.stage_orders import stage_orders
 from spark_jobs.tables import commit_note, table_sql
 
@@ -119,22 +119,6 @@ def work_counted(spark: SparkSession, tables: Tables, names: tuple[str, ...], la
         return len(context.statusTracker().getJobIdsForGroup(group)), commits
 
     return prepare, observe
-
-
-@contextmanager
-def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Set session configuration for the block, then put the previous values back."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def restore(spark: SparkSession, path: str, to_version: int) -> None:

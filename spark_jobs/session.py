@@ -34,6 +34,22 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
     return spark
 
 
+@contextmanager
+def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Set session configuration for the block, then put the previous values back."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
 def local_jars() -> list[str]:
     """The jars local Spark adds to its own: ``ORDER_TRACKING_SPARK_JARS`` (jars or folders), else ``.jars/``."""
     listed = os.environ.get(EXTRA_JARS_ENV)

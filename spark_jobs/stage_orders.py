@@ -28,6 +28,7 @@ from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.load import ensure_audit_table, upsert_audit
 from spark_jobs.outcomes import FileOutcome, file_outcomes, rejected_file_records, row_sources, top_reasons
 from spark_jobs.schema import BATCH_ID, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
+from spark_jobs.session import spark_conf
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
     FILE_LOADED,
@@ -44,6 +45,9 @@ DEFAULT_MAX_REJECT_FRACTION = 0.1
 # The staging table is read one batch partition at a time and never filtered on its columns, so its
 # files carry no min/max statistics: Delta then skips gathering them over every nested event it writes.
 _STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
+# The parsed rows are kept for the job's minute or so: compressing them costs more CPU than the local
+# disk it saves (read when the cache is first filled, so it holds for the whole block).
+_KEPT_UNCOMPRESSED = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
 _ROW_SOURCES = T.StructType(
     [
         T.StructField(SOURCE_FILE, T.StringType()),
@@ -188,11 +192,12 @@ def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[DataFra
     Counting, rejecting and staging then reuse the same parsed rows: no file is read twice, and the
     record ids the line numbers come from are those of that one read.
     """
-    parsed = parse_batch(spark, files).persist(StorageLevel.DISK_ONLY)
-    try:
-        yield parsed
-    finally:
-        parsed.unpersist()
+    with spark_conf(spark, _KEPT_UNCOMPRESSED):
+        parsed = parse_batch(spark, files).persist(StorageLevel.DISK_ONLY)
+        try:
+            yield parsed
+        finally:
+            parsed.unpersist()
 
 
 def stage_orders(

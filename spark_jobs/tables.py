@@ -14,6 +14,8 @@ from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_jobs.session import spark_conf
+
 LOG = logging.getLogger("order_tracking")
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
 _BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
@@ -167,12 +169,8 @@ def delta_table(spark: SparkSession, identifier: str) -> DeltaTable:
 @contextmanager
 def commit_note(spark: SparkSession, note: str) -> Iterator[None]:
     """Tag every Delta commit of this session with ``note`` (its ``userMetadata``) within the block."""
-    key = "spark.databricks.delta.commitInfo.userMetadata"
-    spark.conf.set(key, note)
-    try:
+    with spark_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": note}):
         yield
-    finally:
-        spark.conf.unset(key)
 
 
 def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> tuple[int | None, int]:
