@@ -7,7 +7,9 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import unquote
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -58,8 +60,22 @@ def escape_glob(path: str) -> str:
     return _GLOB_CHARS.sub(r"\\\1", path)
 
 
+def has_driver_jvm(spark: SparkSession) -> bool:
+    """False on Spark Connect (Databricks serverless compute), where the driver's JVM is out of reach."""
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # Spark Connect's client libraries are absent: a classic session
+        return True
+    return not isinstance(spark, ConnectSession)
+
+
 def _read_head(spark: SparkSession, path: str) -> tuple[int, bytes]:
-    """Size and first ``HEAD_BYTES`` bytes of a file, through Hadoop's file system (local, gs://, dbfs:)."""
+    """Size and first ``HEAD_BYTES`` bytes of a file (local, gs://, dbfs:, a volume); InputError if absent."""
+    return _read_head_hadoop(spark, path) if has_driver_jvm(spark) else _read_head_spark(spark, path)
+
+
+def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
+    """Through the driver JVM's Hadoop file system: only the first bytes are read."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
@@ -79,6 +95,27 @@ def _read_head(spark: SparkSession, path: str) -> tuple[int, bytes]:
         return size, bytes(stream.readNBytes(min(size, HEAD_BYTES)))
     finally:
         stream.close()
+
+
+def _read_head_spark(spark: SparkSession, path: str) -> tuple[int, bytes]:
+    """Through Spark's ``binaryFile`` source, for Spark Connect: it reads the whole file to return its head.
+
+    A file path lists one file; a directory lists what it holds, under other paths.
+    """
+    try:
+        listed = (
+            spark.read.format("binaryFile")
+            .load(escape_glob(path))
+            .select("path", "length", F.substring("content", 1, HEAD_BYTES).alias("head"))
+            .collect()
+        )
+    except AnalysisException as error:
+        if "PATH_NOT_FOUND" in str(error):
+            raise InputError(f"input file not found: {path}") from None
+        raise
+    if len(listed) != 1 or normalise_uri(unquote(listed[0]["path"])) != path:
+        raise InputError(f"input is a directory, not a file: {path}")
+    return int(listed[0]["length"]), bytes(listed[0]["head"] or b"")
 
 
 def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFile]:

@@ -12,12 +12,13 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from functools import reduce
 
 from pyspark import StorageLevel
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -190,14 +191,20 @@ def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[DataFra
     """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions.
 
     Counting, rejecting and staging then reuse the same parsed rows: no file is read twice, and the
-    record ids the line numbers come from are those of that one read.
+    record ids the line numbers come from are those of that one read. Where the compute refuses to keep
+    rows (Databricks serverless has no ``persist`` and few settable options), each action reads the
+    files again: the same files in the same order give the same record ids, at the cost of the reads.
     """
-    with spark_conf(spark, _KEPT_UNCOMPRESSED):
-        parsed = parse_batch(spark, files).persist(StorageLevel.DISK_ONLY)
+    parsed = parse_batch(spark, files)
+    with ExitStack() as kept:
         try:
-            yield parsed
-        finally:
-            parsed.unpersist()
+            kept.enter_context(spark_conf(spark, _KEPT_UNCOMPRESSED))
+            parsed = parsed.persist(StorageLevel.DISK_ONLY)
+            kept.callback(parsed.unpersist)
+        except PySparkException as refused:
+            kept.close()
+            LOG.warning("this compute keeps no parsed rows (%s); each action reads the batch's files again", refused)
+        yield parsed
 
 
 def stage_orders(
