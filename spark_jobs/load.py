@@ -6,15 +6,15 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
-    delta_table,
     last_commit,
+    merge_into,
     read_table,
     replace_batch,
     retry_on_conflict,
@@ -64,9 +64,14 @@ class KeyRange:
     high: str
 
     def condition(self, alias: str) -> Column:
-        """``alias``'s key within the range. The bounds are literal values, never SQL text: keys come
-        from CSV data and may hold quotes or backslashes."""
+        """``alias``'s key within the range. The bounds are literal values: keys come from CSV data and
+        may hold quotes or backslashes."""
         return F.col(f"{alias}.{KEY}").between(F.lit(self.low), F.lit(self.high))
+
+    def sql(self, alias: str) -> str:
+        """The same condition as SQL text, the bounds as ``sql_string`` literals: Delta's MERGE binds no
+        query parameters, and its file skipping needs literals."""
+        return f"{alias}.{KEY} BETWEEN {sql_string(self.low)} AND {sql_string(self.high)}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,18 @@ class TimeBands:
             condition = condition | band
         return condition
 
+    def sql(self, alias: str) -> str:
+        """The same condition as SQL text, the bounds as UTC timestamp literals."""
+        within = [
+            f"{alias}.{EVENT_TIME} BETWEEN {_timestamp_sql(low)} AND {_timestamp_sql(high)}" for low, high in self.spans
+        ]
+        return "(" + " OR ".join(within) + ")" if within else "FALSE"
+
+
+def _timestamp_sql(micros: int) -> str:
+    """An epoch-microsecond instant as a SQL timestamp literal with its UTC offset (no session-zone reading)."""
+    return "TIMESTAMP '" + _instant(micros).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00:00'"
+
 
 def _instant(micros: int) -> datetime:
     """An epoch-microsecond instant as an aware UTC datetime (a literal with no local-zone round trip)."""
@@ -137,19 +154,13 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, note: str)
     and the version that commit wrote.
     """
     spark = latest.sparkSession
-    source = latest.select(*TARGET_COLUMNS).alias("s")
-
-    def commit() -> Row:
-        merge = (
-            delta_table(spark, target)
-            .alias("t")
-            .merge(source, (F.col(f"t.{KEY}") == F.col(f"s.{KEY}")) & key_range.condition("t"))
-            .whenMatchedUpdateAll(condition=F.col(f"s.{EVENT_TIME}") > F.col(f"t.{EVENT_TIME}"))
-            .whenNotMatchedInsertAll()
-        )
-        return merge.execute().first()
-
-    result = retry_on_conflict(commit, f"MERGE into {target}")
+    source = latest.select(*TARGET_COLUMNS)
+    clauses = (
+        f"ON t.{KEY} = s.{KEY} AND {key_range.sql('t')} "
+        f"WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET * "
+        "WHEN NOT MATCHED THEN INSERT *"
+    )
+    result = retry_on_conflict(lambda: merge_into(target, source, clauses), f"MERGE into {target}")
     counts = {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
     version, latest = version_with_note(spark, target, note)
     if version is None:
@@ -166,20 +177,13 @@ def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, ban
     The key range and the time bands only repeat what the equality implies, so Delta can skip the
     history files that cannot hold a batch's event.
     """
-    spark = events.sparkSession
-    source = events.select(*TARGET_COLUMNS).alias("e")
-    same_event = (
-        (F.col(f"h.{KEY}") == F.col(f"e.{KEY}"))
-        & (F.col(f"h.{EVENT_TIME}") == F.col(f"e.{EVENT_TIME}"))
-        & key_range.condition("h")
-        & bands.condition("h")
+    source = events.select(*TARGET_COLUMNS)
+    clauses = (
+        f"ON t.{KEY} = s.{KEY} AND t.{EVENT_TIME} = s.{EVENT_TIME} AND {key_range.sql('t')} AND {bands.sql('t')} "
+        "WHEN NOT MATCHED THEN INSERT *"
     )
-
-    def commit() -> Row:
-        merge = delta_table(spark, history).alias("h").merge(source, same_event).whenNotMatchedInsertAll()
-        return merge.execute().first()
-
-    return int(retry_on_conflict(commit, f"history insert into {history}")["num_inserted_rows"])
+    result = retry_on_conflict(lambda: merge_into(history, source, clauses), f"history insert into {history}")
+    return int(result["num_inserted_rows"])
 
 
 def compare_with_target(

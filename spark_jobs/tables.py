@@ -6,13 +6,13 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 from delta import exceptions as delta_errors
-from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 
 from spark_jobs.session import spark_conf
 
@@ -36,6 +36,7 @@ COMMIT_CONFLICTS = tuple(
 # Two writers creating one path table at once: the loser can find the folder before the first commit.
 _CREATION_RACES = frozenset({"DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"})
 COMMIT_ATTEMPTS = 8
+_ESCAPED_LITERALS = "spark.sql.parser.escapedStringLiterals"
 _Result = TypeVar("_Result")
 
 
@@ -55,7 +56,7 @@ def table_sql(identifier: str) -> str:
 
 
 def sql_string(value: str) -> str:
-    """A SQL string literal for ``value``."""
+    """A SQL string literal for ``value``, as Spark parses it with its default escapes (backslash escapes on)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -161,9 +162,24 @@ def last_commit(spark: SparkSession, identifier: str) -> dict:
     return row.asDict(recursive=True)
 
 
-def delta_table(spark: SparkSession, identifier: str) -> DeltaTable:
-    """The Delta table behind an identifier, for the DeltaTable API (MERGE with column conditions)."""
-    return DeltaTable.forPath(spark, identifier) if is_path(identifier) else DeltaTable.forName(spark, identifier)
+def merge_into(target: str, source: DataFrame, clauses: str) -> Row:
+    """MERGE ``source`` (as ``s``) into ``target`` (as ``t``) with ``clauses`` (``ON ... WHEN ...``); its metrics.
+
+    In SQL, not Delta's ``DeltaTable`` API, so that it runs on Spark Connect (Databricks serverless)
+    without Delta's Connect plugin. A value from data in ``clauses`` must be a ``sql_string`` literal
+    (Delta's MERGE binds no query parameters). The metrics row has ``num_inserted_rows`` and
+    ``num_updated_rows``.
+    """
+    spark = source.sparkSession
+    view = f"merge_source_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    # ``sql_string`` writes for Spark's default escapes: parse the statement with them, whatever the session says.
+    escapes = {_ESCAPED_LITERALS: "false"} if spark.conf.get(_ESCAPED_LITERALS, "false") == "true" else {}
+    try:
+        with spark_conf(spark, escapes):
+            return spark.sql(f"MERGE INTO {table_sql(target)} AS t USING {view} AS s {clauses}").first()
+    finally:
+        spark.catalog.dropTempView(view)
 
 
 @contextmanager
