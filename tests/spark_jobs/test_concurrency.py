@@ -109,8 +109,10 @@ def test_key_range_bounds_are_values_not_sql_text(spark):
     frame = spark.createDataFrame([("a'b\\",), ("z",)], ["tracking_num"]).alias("t")
 
     inside = frame.where(KeyRange("a'b\\", "a'b\\").condition("t")).collect()
+    inside_sql = frame.where(F.expr(KeyRange("a'b\\", "a'b\\").sql("t"))).collect()  # as the MERGEs write it
 
     assert [row["tracking_num"] for row in inside] == ["a'b\\"]
+    assert [row["tracking_num"] for row in inside_sql] == ["a'b\\"]
 
 
 def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):

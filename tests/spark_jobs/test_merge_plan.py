@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.load import TimeBands
 from spark_jobs.merge_orders import profile_batch
+from spark_jobs.session import spark_conf
 from spark_jobs.stage_orders import stage_orders
 from tests.conftest import SEED_FILES, seed_rows
 from tests.spark_jobs.helpers import read
@@ -36,8 +37,14 @@ def test_the_band_condition_keeps_instants_within_a_band_edges_included(spark):
         F.to_timestamp("t").alias("last_update_timestamp")
     )
     kept = frame.alias("h").where(bands.condition("h")).collect()
+    in_sql = frame.alias("h").where(F.expr(bands.sql("h"))).collect()  # the MERGE's text form, in another zone
+    with spark_conf(spark, {"spark.sql.session.timeZone": "America/New_York"}):
+        in_sql_elsewhere = frame.alias("h").where(F.expr(bands.sql("h"))).count()
     assert sorted(str(row[0]) for row in kept) == ["2023-01-01 00:00:00", "2023-01-01 01:00:00", "2024-06-01 12:00:00"]
+    assert sorted(in_sql) == sorted(kept)
+    assert in_sql_elsewhere == 3
     assert frame.alias("h").where(TimeBands(()).condition("h")).count() == 0
+    assert frame.alias("h").where(F.expr(TimeBands(()).sql("h"))).count() == 0
 
 
 def test_the_profile_of_the_staged_seed_batch(spark, tables):

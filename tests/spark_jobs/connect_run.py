@@ -1,0 +1,62 @@
+"""Run the stage and merge jobs through a Spark Connect client, as Databricks serverless compute runs them.
+
+    python -m tests.spark_jobs.connect_run TABLE_ROOT BATCH_ID INPUT [INPUT ...]
+
+Starts a local Spark Connect server (a JVM listening on 127.0.0.1, Delta loaded as in ``make jars``),
+opens a Connect session to it over gRPC and runs both jobs there: no code of theirs can reach the
+driver's JVM or the RDD API. Prints both jobs' metrics as one JSON line. It is a process of its own
+because opening a Connect session switches this process's PySpark functions to their Connect forms.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.merge_orders import merge_orders
+from spark_jobs.session import local_jars
+from spark_jobs.stage_orders import stage_orders
+
+
+def connect_session() -> SparkSession:
+    """A Spark Connect session to a local server started for it, with Delta's SQL extension and catalog."""
+    return (
+        SparkSession.builder.remote("local[2]")
+        .config("spark.jars", ",".join(local_jars()))
+        .config("spark.connect.grpc.binding.address", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .getOrCreate()
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Stage and merge one batch of ``inputs`` into path tables under ``root``; print the metrics."""
+    root, batch_id, *inputs = argv
+    spark = connect_session()
+    try:
+        tables = {name: f"{root}/{name}" for name in ("staging", "rejects", "audit", "target", "history")}
+        staged = stage_orders(
+            spark,
+            [{"uri": uri} for uri in inputs],
+            batch_id,
+            tables["staging"],
+            tables["rejects"],
+            0.5,
+            tables["audit"],
+        )
+        merged = merge_orders(spark, batch_id, tables["staging"], tables["target"], tables["history"], tables["audit"])
+        print(json.dumps({"session": type(spark).__module__, "stage": staged, "merge": merged}, default=str))
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
