@@ -26,7 +26,7 @@ from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import EVENT_TIME, KEY, ORDER_COLUMNS, TARGET_COLUMNS
 from spark_jobs.session import spark_conf
 from spark_jobs.stage_orders import stage_orders
-from spark_jobs.tables import commit_note, table_sql
+from spark_jobs.tables import table_sql
 
 BATCH_FILES = 8  # CSV files per batch: a few per core, as a day's drops would be
 HISTORY_EVENTS = 5  # events per order in the starting history (--history-events)
@@ -573,15 +573,14 @@ def experiments(
         start: int = built["target"],
     ) -> dict:
 
-        def prepare(run: int) -> str:
+        def prepare(run: int) -> None:
             restore(spark, table, start)
             if setup:
                 spark.sql(setup.format(target=table_sql(table)))
-            return f"bench experiment {name} {run}"  # the commit's userMetadata
 
-        def action(tag: str) -> dict[str, int]:
-            with spark_conf(spark, conf or {}), commit_note(spark, tag):
-                return merge_latest(batch, table, key_range, tag)
+        def action(_: None) -> dict[str, int]:
+            with spark_conf(spark, conf or {}):
+                return merge_latest(batch, table, key_range)
 
         runs = side_by_side(repeats, Side(name, action, prepare, merge_metrics_of(spark, table)))[name]
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,12 +22,13 @@ from spark_jobs.tables import (
     sql_string,
     table_exists,
     table_sql,
-    version_with_note,
+    version_of_merge,
 )
 
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
 TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+MERGE_ATTEMPT = "_merge_attempt"  # a MERGE source's column holding the attempt's id, by which its commit is found
 
 AUDIT_FILE = T.StructType(
     [
@@ -146,26 +148,31 @@ def create_table_if_absent(
     )
 
 
-def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, note: str) -> dict[str, int]:
+def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:
     """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer.
 
     Retried when a concurrent writer commits first (it is idempotent: a key is only ever moved to a
-    newer event). Run it within ``commit_note(spark, note)``, which tags its commit; returns the counts
-    and the version that commit wrote.
+    newer event). Returns the counts and the version the MERGE's commit wrote: the source carries this
+    attempt's id in a column that the ON clause compares with the same literal (true for every source
+    row), and Delta records that condition in the commit, where ``version_of_merge`` finds it.
     """
     spark = latest.sparkSession
-    source = latest.select(*TARGET_COLUMNS)
+    attempt = uuid.uuid4().hex
+    source = latest.select(*TARGET_COLUMNS, F.lit(attempt).alias(MERGE_ATTEMPT))
+    # Columns named, not ``*``: a session with schema auto-merge on would add the attempt column to the target.
     clauses = (
-        f"ON t.{KEY} = s.{KEY} AND {key_range.sql('t')} "
-        f"WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET * "
-        "WHEN NOT MATCHED THEN INSERT *"
+        f"ON t.{KEY} = s.{KEY} AND s.{MERGE_ATTEMPT} = {sql_string(attempt)} AND {key_range.sql('t')} "
+        f"WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET "
+        + ", ".join(f"t.{name} = s.{name}" for name in TARGET_COLUMNS)
+        + f" WHEN NOT MATCHED THEN INSERT ({', '.join(TARGET_COLUMNS)}) "
+        + f"VALUES ({', '.join('s.' + name for name in TARGET_COLUMNS)})"
     )
     result = retry_on_conflict(lambda: merge_into(target, source, clauses), f"MERGE into {target}")
     counts = {"inserted": int(result["num_inserted_rows"]), "updated": int(result["num_updated_rows"])}
-    version, latest = version_with_note(spark, target, note)
+    version, latest = version_of_merge(spark, target, attempt)
     if version is None:
         if counts["inserted"] or counts["updated"]:
-            raise LookupError(f"the MERGE into {target} changed rows, but no commit of it tagged {note!r} is found")
+            raise LookupError(f"the MERGE into {target} changed rows, but its commit (attempt {attempt}) is not found")
         # A MERGE that changes nothing commits nothing; any later version holds the same or newer events.
         version = latest
     return {**counts, "version": version}

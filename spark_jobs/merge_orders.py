@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,7 +28,7 @@ from spark_jobs.load import (
     upsert_audit,
 )
 from spark_jobs.schema import BATCH_ID, EVENT_TIME, KEY, ROWS_COLLAPSED, SUPERSEDED_EVENTS, TARGET_COLUMNS
-from spark_jobs.tables import check_batch_id, commit_note, read_table
+from spark_jobs.tables import check_batch_id, read_table
 
 
 def history_events(batch: DataFrame) -> DataFrame:
@@ -110,20 +108,15 @@ def merge_orders(
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
     if profile.key_range is not None:
         key_range = profile.key_range
-        # Tags this attempt's commits, so it finds the target version its own MERGE wrote.
-        note = json.dumps({"batch_id": batch_id, "job": "merge_orders", "attempt": uuid.uuid4().hex})
-        with commit_note(spark, note):
-            merged = merge_latest(batch, target_table, key_range, note)
-            version = merged.pop("version")
-            counts.update(merged)
-            # The history insert and the check touch different tables and need nothing of each other.
-            with ThreadPoolExecutor(max_workers=1) as side:
-                history = side.submit(
-                    insert_new_history, history_events(batch), history_table, key_range, profile.bands
-                )
-                # Against that version, not the latest: a concurrent batch may have moved keys on since.
-                counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
-                counts["history_inserted"] = history.result()
+        merged = merge_latest(batch, target_table, key_range)
+        version = merged.pop("version")
+        counts.update(merged)
+        # The history insert and the check touch different tables and need nothing of each other.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            history = side.submit(insert_new_history, history_events(batch), history_table, key_range, profile.bands)
+            # Against that version, not the latest: a concurrent batch may have moved keys on since.
+            counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
+            counts["history_inserted"] = history.result()
     else:
         version = table_version(spark, target_table)
 

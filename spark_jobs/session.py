@@ -36,11 +36,16 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
 
 @contextmanager
 def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Set session configuration for the block, then put the previous values back."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
+    """Set session configuration for the block, then put the previous values back.
+
+    A setting the session refuses (serverless compute refuses most) raises, and those already set are put back.
+    """
+    previous: dict[str, str | None] = {}
     try:
+        for key, value in settings.items():
+            before = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+            previous[key] = before
         yield
     finally:
         for key, value in previous.items():

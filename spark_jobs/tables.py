@@ -7,8 +7,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 from delta import exceptions as delta_errors
@@ -182,20 +181,25 @@ def merge_into(target: str, source: DataFrame, clauses: str) -> Row:
         spark.catalog.dropTempView(view)
 
 
-@contextmanager
-def commit_note(spark: SparkSession, note: str) -> Iterator[None]:
-    """Tag every Delta commit of this session with ``note`` (its ``userMetadata``) within the block."""
-    with spark_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": note}):
-        yield
+def version_of_merge(spark: SparkSession, identifier: str, marker: str, search: int = 100) -> tuple[int | None, int]:
+    """The version of the newest MERGE commit among the table's last ``search`` whose condition holds
+    ``marker`` (or None), and the table's latest version.
 
-
-def version_with_note(spark: SparkSession, identifier: str, note: str, search: int = 100) -> tuple[int | None, int]:
-    """The version of the newest commit tagged ``note`` among the table's last ``search`` commits (or None),
-    and the table's latest version."""
-    # The tagged commit is nearly always the newest: look at that one alone first (one commit file read).
+    Delta records a MERGE's condition in its commit's ``operationParameters``: a MERGE whose condition
+    compares a source column with a unique literal is found by that literal, with no session option
+    (serverless compute refuses the one that tags commits).
+    """
+    # The MERGE's commit is nearly always the newest: look at that one alone first (one commit file read).
     for limit in (1, int(search)):
         rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {limit}").collect()
-        noted = next((int(row["version"]) for row in rows if row["userMetadata"] == note), None)
-        if noted is not None or len(rows) < limit:
+        found = next(
+            (
+                int(row["version"])
+                for row in rows
+                if row["operation"] == "MERGE" and marker in (row["operationParameters"] or {}).get("predicate", "")
+            ),
+            None,
+        )
+        if found is not None or len(rows) < limit:
             break
-    return noted, int(rows[0]["version"])
+    return found, int(rows[0]["version"])

@@ -138,3 +138,24 @@ def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
     with pytest.raises(ConcurrentAppendException):
         retry_on_conflict(always_conflicts, "test commit")
     assert len(calls) == COMMIT_ATTEMPTS
+
+
+def test_a_merge_is_found_by_the_marker_in_its_condition_under_later_commits(spark, tmp_path):
+    from spark_jobs.tables import merge_into, version_of_merge
+
+    target = str(tmp_path / "t")
+    spark.createDataFrame([(1, "a")], "id long, v string").write.format("delta").save(target)  # version 0
+
+    def merge(marker: str, rows: list[tuple]) -> None:
+        source = spark.createDataFrame(rows, "id long, v string").withColumn("_m", F.lit(marker))
+        clauses = f"ON t.id = s.id AND s._m = '{marker}' WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)"
+        merge_into(target, source, clauses)
+
+    merge("0f1e2d3c", [(2, "b")])  # version 1
+    merge("4b5a6978", [(3, "c")])  # version 2: the same shape of MERGE, another marker
+    spark.createDataFrame([(4, "d")], "id long, v string").write.format("delta").mode("append").save(target)  # 3
+
+    assert version_of_merge(spark, target, "0f1e2d3c") == (1, 3)
+    assert version_of_merge(spark, target, "4b5a6978") == (2, 3)
+    assert version_of_merge(spark, target, "4b5a6978", search=1) == (None, 3)
+    assert version_of_merge(spark, target, "absent") == (None, 3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from spark_jobs.session import EXTRA_JARS_ENV, local_jars, process_output_to
 
 
@@ -31,3 +33,24 @@ def test_a_process_started_meanwhile_writes_to_the_file_and_not_here(tmp_path, c
     subprocess.run(["sh", "-c", "echo after"], check=True)
     assert output.read_text() == "to-stdout\nto-stderr\n"
     assert capfd.readouterr() == ("after\n", "")
+
+
+def test_a_refused_setting_puts_back_those_set_before_it(spark, monkeypatch):
+    from pyspark.errors import PySparkException
+    from pyspark.sql.conf import RuntimeConfig
+
+    from spark_jobs.session import spark_conf
+
+    set_option = RuntimeConfig.set
+
+    def refuse(self, key, value):
+        if key == "spark.sql.refused.here":
+            raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
+        set_option(self, key, value)
+
+    monkeypatch.setattr(RuntimeConfig, "set", refuse)
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    settings = {"spark.sql.shuffle.partitions": "7", "spark.sql.refused.here": "x"}
+    with pytest.raises(PySparkException, match="CONFIG_NOT_AVAILABLE"), spark_conf(spark, settings):
+        raise AssertionError("the block must not run")
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before != "7"

@@ -1,8 +1,9 @@
 """The jobs on Spark Connect, the protocol Databricks serverless compute speaks, and where rows cannot be kept.
 
 One batch (the seed files, a file with rejected rows, a file rejected whole) is loaded three ways: on the
-test's classic session; on it again with ``persist`` refused, as serverless refuses it; and through a
-real Spark Connect server and client in a process of their own. All three must write the same rows.
+test's classic session; on it again as serverless compute would run it, with ``persist`` refused and every
+session option refused but the few serverless lets a job set; and through a real Spark Connect server and
+client in a process of their own. All three must write the same rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
+from pyspark.sql.conf import RuntimeConfig
 
 from tests.conftest import SEED_FILES
 from tests.spark_jobs.helpers import HEADER, load_batch, read, write_csv
@@ -23,6 +25,15 @@ REPO = Path(__file__).resolve().parents[2]
 BATCH = "connect-1"
 # A run's own clock, and the staged rows' earlier events, which carry it too (the history holds them all).
 _NOT_COMPARED = {"_ingested_at", "rejected_at", "_superseded_events"}
+# The session options a job may set on serverless compute (Databricks: "Configure Spark properties for
+# serverless notebooks and jobs"); setting any other fails with CONFIG_NOT_AVAILABLE.
+_SERVERLESS_OPTIONS = {
+    "spark.sql.session.timeZone",
+    "spark.sql.legacy.timeParserPolicy",
+    "spark.sql.shuffle.partitions",
+    "spark.sql.ansi.enabled",
+    "spark.sql.files.maxPartitionBytes",
+}
 
 
 def _batch_files(directory: Path) -> list[Path]:
@@ -54,18 +65,28 @@ def _classic(spark, root: Path, files: list[Path]) -> dict:
     return {"stage": staged, "merge": merged}
 
 
-def test_connect_and_refused_persist_write_what_the_classic_session_writes(spark, tmp_path, monkeypatch):
+def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(spark, tmp_path, monkeypatch):
     files = _batch_files(tmp_path / "in")
 
     classic = _classic(spark, tmp_path / "classic", files)
+    refused: list[str] = []
     with monkeypatch.context() as serverless:
-        refusal = PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
+        set_option = RuntimeConfig.set
 
-        def refuse(self, *args, **kwargs):
-            raise refusal
+        def refuse_persist(self, *args, **kwargs):
+            raise PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
 
-        serverless.setattr(DataFrame, "persist", refuse)
+        def refuse_option(self, key, value):
+            if key not in _SERVERLESS_OPTIONS:
+                refused.append(key)
+                raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
+            set_option(self, key, value)
+
+        serverless.setattr(DataFrame, "persist", refuse_persist)
+        serverless.setattr(RuntimeConfig, "set", refuse_option)
         unkept = _classic(spark, tmp_path / "unkept", files)
+    # The stage asks to keep its rows uncompressed, is refused, and reads the files again instead.
+    assert refused == ["spark.sql.inMemoryColumnarStorage.compressed"]
     run = subprocess.run(
         [sys.executable, "-m", "tests.spark_jobs.connect_run", str(tmp_path / "connect"), BATCH, *map(str, files)],
         cwd=REPO,
