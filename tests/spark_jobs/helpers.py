@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.conf import RuntimeConfig
 
 from order_tracking_load.settings import Tables
 from spark_jobs.merge_orders import merge_orders
@@ -44,3 +46,16 @@ def write_csv(directory: Path, name: str, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
     return path
+
+
+def refusing_options(allowed: set[str], refused: list[str]):
+    """A ``RuntimeConfig.set`` refusing every key but ``allowed``, as serverless compute does; notes each refused."""
+    set_option = RuntimeConfig.set
+
+    def set_or_refuse(self, key, value):
+        if key not in allowed:
+            refused.append(key)
+            raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
+        set_option(self, key, value)
+
+    return set_or_refuse

@@ -40,17 +40,13 @@ def test_a_refused_setting_puts_back_those_set_before_it(spark, monkeypatch):
     from pyspark.sql.conf import RuntimeConfig
 
     from spark_jobs.session import spark_conf
+    from tests.spark_jobs.helpers import refusing_options
 
-    set_option = RuntimeConfig.set
-
-    def refuse(self, key, value):
-        if key == "spark.sql.refused.here":
-            raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
-        set_option(self, key, value)
-
-    monkeypatch.setattr(RuntimeConfig, "set", refuse)
+    refused: list[str] = []
+    monkeypatch.setattr(RuntimeConfig, "set", refusing_options({"spark.sql.shuffle.partitions"}, refused))
     before = spark.conf.get("spark.sql.shuffle.partitions")
     settings = {"spark.sql.shuffle.partitions": "7", "spark.sql.refused.here": "x"}
     with pytest.raises(PySparkException, match="CONFIG_NOT_AVAILABLE"), spark_conf(spark, settings):
         raise AssertionError("the block must not run")
+    assert refused == ["spark.sql.refused.here"]
     assert spark.conf.get("spark.sql.shuffle.partitions") == before != "7"

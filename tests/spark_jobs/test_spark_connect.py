@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.conf import RuntimeConfig
 
 from tests.conftest import SEED_FILES
-from tests.spark_jobs.helpers import HEADER, load_batch, read, write_csv
+from tests.spark_jobs.helpers import HEADER, load_batch, read, refusing_options, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = "connect-1"
@@ -71,19 +71,12 @@ def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(s
     classic = _classic(spark, tmp_path / "classic", files)
     refused: list[str] = []
     with monkeypatch.context() as serverless:
-        set_option = RuntimeConfig.set
 
         def refuse_persist(self, *args, **kwargs):
             raise PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
 
-        def refuse_option(self, key, value):
-            if key not in _SERVERLESS_OPTIONS:
-                refused.append(key)
-                raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
-            set_option(self, key, value)
-
         serverless.setattr(DataFrame, "persist", refuse_persist)
-        serverless.setattr(RuntimeConfig, "set", refuse_option)
+        serverless.setattr(RuntimeConfig, "set", refusing_options(_SERVERLESS_OPTIONS, refused))
         unkept = _classic(spark, tmp_path / "unkept", files)
     # The stage asks to keep its rows uncompressed, is refused, and reads the files again instead.
     assert refused == ["spark.sql.inMemoryColumnarStorage.compressed"]
