@@ -2,7 +2,7 @@
 
     python -m tests.spark_jobs.connect_run TABLE_ROOT BATCH_ID INPUT [INPUT ...]
 
-Starts a local Spark Connect server (a JVM listening on 127.0.0.1, Delta loaded as in ``make jars``),
+Starts a local Spark Connect server (a JVM listening on a free port of 127.0.0.1, Delta loaded as in ``make jars``),
 opens a Connect session to it over gRPC and runs both jobs there: no code of theirs can reach the
 driver's JVM or the RDD API. Prints both jobs' metrics as one JSON line. It is a process of its own
 because opening a Connect session switches this process's PySpark functions to their Connect forms.
@@ -11,29 +11,53 @@ because opening a Connect session switches this process's PySpark functions to t
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
+import uuid
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+from pyspark.sql.connect.session import SparkSession as ConnectSession
 
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.session import local_jars
 from spark_jobs.stage_orders import stage_orders
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that no one listens on now (Connect's own default, 15002, may be taken)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def connect_session() -> SparkSession:
-    """A Spark Connect session to a local server started for it, with Delta's SQL extension and catalog."""
-    return (
-        SparkSession.builder.remote("local[2]")
-        .config("spark.jars", ",".join(local_jars()))
-        .config("spark.connect.grpc.binding.address", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "1")
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .getOrCreate()
-    )
+    """A Spark Connect session to a local server started for it, with Delta's SQL extension and catalog.
+
+    The server is a classic session with Spark's Connect plugin, listening on a free port; the client
+    connects to that port with a token made for this run, as ``remote("local")`` does on port 15002.
+    """
+    port = free_port()
+    os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", str(uuid.uuid4()))
+    server = {
+        "spark.master": "local[2]",
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.jars": ",".join(local_jars()),
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "1",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
+    SparkSession(SparkContext.getOrCreate(SparkConf().setAll(list(server.items()))))
+    # What ``remote("local")`` sets too: PySpark's functions then build Connect expressions in this process.
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    return ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
 
 
 def main(argv: list[str]) -> int:
