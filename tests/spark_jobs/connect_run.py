@@ -16,12 +16,11 @@ import socket
 import sys
 import uuid
 
-from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 from pyspark.sql.connect.session import SparkSession as ConnectSession
 
 from spark_jobs.merge_orders import merge_orders
-from spark_jobs.session import local_jars
+from spark_jobs.session import build_local_session
 from spark_jobs.stage_orders import stage_orders
 
 
@@ -35,8 +34,9 @@ def free_port() -> int:
 def connect_session() -> SparkSession:
     """A Spark Connect session to a local server started for it, with Delta's SQL extension and catalog.
 
-    The server is a classic session with Spark's Connect plugin, listening on a free port; the client
-    connects to that port with a token made for this run, as ``remote("local")`` does on port 15002.
+    The server is the jobs' own local session (``build_local_session``) with Spark's Connect plugin,
+    listening on a free port; the client connects to that port with a token made for this run, as
+    ``remote("local")`` does on port 15002.
     """
     port = free_port()
     os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", str(uuid.uuid4()))
@@ -45,16 +45,9 @@ def connect_session() -> SparkSession:
         "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
-        "spark.jars": ",".join(local_jars()),
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.host": "127.0.0.1",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": "1",
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }
-    SparkSession(SparkContext.getOrCreate(SparkConf().setAll(list(server.items()))))
+    build_local_session("connect-server", server)
     # What ``remote("local")`` sets too: PySpark's functions then build Connect expressions in this process.
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
     return ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
