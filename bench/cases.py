@@ -23,10 +23,21 @@ from bench.original import damage, original_load, original_target
 from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
 from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest, table_version
 from spark_jobs.merge_orders import merge_orders
-from spark_jobs.schema import EVENT_TIME, KEY, ORDER_COLUMNS, TARGET_COLUMNS
+from spark_jobs.schema import (
+    BATCH_ID,
+    EVENT_TIME,
+    INGESTED_AT,
+    KEY,
+    LINE_NUMBER,
+    ORDER_COLUMNS,
+    RESCUED_DATA,
+    SOURCE_FILE,
+    TARGET_COLUMNS,
+)
 from spark_jobs.session import spark_conf
-from spark_jobs.stage_orders import stage_orders
-from spark_jobs.tables import table_sql
+from spark_jobs.stage_orders import STAGING_PROPERTIES, stage_orders
+from spark_jobs.tables import replace_batch, table_sql
+from spark_jobs.transform import collapse_to_latest
 
 BATCH_FILES = 8  # CSV files per batch: a few per core, as a day's drops would be
 HISTORY_EVENTS = 5  # events per order in the starting history (--history-events)
@@ -415,6 +426,7 @@ def staging_floor(spark: SparkSession, root: Path, paths: list[str], repeats: in
         repeats,
         Side("ours", lambda run: stage(spark, tables, paths, f"floor-{run}")),
         Side("spark_floor", lambda _: spark_floor(spark, paths, str(tables.root / "floor.parquet"))),
+        Side("contract_minimum", lambda run: contract_minimum(spark, paths, tables.path("minimum"), f"floor-{run}")),
         Side("pyarrow", lambda _: pyarrow_csv_to_parquet(paths, tables.root / "pyarrow.parquet")),
     )
     result: dict[str, Any] = {"rows": runs["ours"].last["rows_read"], "files": len(paths)}
@@ -422,7 +434,31 @@ def staging_floor(spark: SparkSession, root: Path, paths: list[str], repeats: in
         result[f"{side}_s"] = side_runs.seconds
         result[f"{side}_median_s"] = side_runs.median_s
     result["ratio_ours_to_floor"] = round(result["ours_median_s"] / result["spark_floor_median_s"], 2)
+    result["ratio_minimum_to_floor"] = round(result["contract_minimum_median_s"] / result["spark_floor_median_s"], 2)
     return result
+
+
+def contract_minimum(spark: SparkSession, paths: list[str], staging: str, batch_id: str) -> None:
+    """The least any stage job under the contract does: no validation, no per-file counts, rejects or audit.
+
+    It reads the files once as the stage job must (typed, quoted line breaks allowed, so a file is not
+    split), collapses each key to its latest event with the earlier ones nested, and replaces the batch's
+    partition of a Delta staging table, as the stage job's own staging write does.
+    """
+    rows = (
+        spark.read.schema(FLOOR_SCHEMA)
+        .options(header=True, multiLine=True)
+        .csv(paths)
+        .select(
+            *ORDER_COLUMNS,
+            F.lit(None).cast("string").alias(RESCUED_DATA),
+            F.col("_metadata.file_path").alias(SOURCE_FILE),
+            F.monotonically_increasing_id().alias(LINE_NUMBER),
+            F.lit(batch_id).alias(BATCH_ID),
+            F.current_timestamp().alias(INGESTED_AT),
+        )
+    )
+    replace_batch(collapse_to_latest(rows), staging, BATCH_ID, batch_id, "{}", STAGING_PROPERTIES)
 
 
 def spark_floor(spark: SparkSession, paths: list[str], out: str) -> None:

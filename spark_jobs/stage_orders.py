@@ -45,7 +45,7 @@ from spark_jobs.transform import (
 DEFAULT_MAX_REJECT_FRACTION = 0.1
 # The staging table is read one batch partition at a time and never filtered on its columns, so its
 # files carry no min/max statistics: Delta then skips gathering them over every nested event it writes.
-_STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
+STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
 # The parsed rows are kept for the job's minute or so: compressing them costs more CPU than the local
 # disk it saves (read when the cache is first filled, so it holds for the whole block).
 _KEPT_UNCOMPRESSED = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
@@ -176,7 +176,7 @@ def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_ta
     """
     batch_id = record["batch_id"]
     staged = collapse_to_latest(valid_rows(rows, batch_id, record["stage_started_at"]))
-    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), _STAGING_PROPERTIES)
+    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), STAGING_PROPERTIES)
     totals = (
         read_table(spark, staging_table)
         .where(F.col(BATCH_ID) == batch_id)

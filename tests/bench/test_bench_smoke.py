@@ -106,6 +106,13 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
     assert floor["rows"] == 10_000
     assert spark.read.parquet(str(tmp_path / "staging_floor" / "floor.parquet")).count() == 10_000
     assert floor["ratio_ours_to_floor"] == round(floor["ours_median_s"] / floor["spark_floor_median_s"], 2)
+    # The contract minimum collapses the same rows to the same keys as the stage job (the batch has no rejects).
+    root = tmp_path / "staging_floor"
+    minimum, ours = (spark.read.format("delta").load(str(root / name)) for name in ("minimum", "staging"))
+    assert minimum.select("tracking_num").distinct().count() == minimum.count()
+    assert sorted(minimum.select("tracking_num", "last_update_timestamp").collect()) == sorted(
+        ours.select("tracking_num", "last_update_timestamp").collect()
+    )
 
     seed_merge = cases.seed_merge(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
     # Per run: 23 orders inserted; one commit each to the history, the target and the audit record.
