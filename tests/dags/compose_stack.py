@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 from airflow.utils.net import get_hostname
 from cryptography.fernet import Fernet
@@ -66,16 +67,29 @@ def postgres_binaries() -> Path | None:
     return installed[-1].parent if installed else None
 
 
+def missing_postgres() -> list[str]:
+    """PostgreSQL, if this machine lacks it: the compose file's metadata database, and backfill's."""
+    return ["PostgreSQL (initdb, pg_ctl): apt-get install postgresql"] if postgres_binaries() is None else []
+
+
 def missing_parts() -> list[str]:
     """What this machine lacks to run the compose file's parts."""
-    missing = []
-    if postgres_binaries() is None:
-        missing.append("PostgreSQL (initdb, pg_ctl): apt-get install postgresql")
+    missing = missing_postgres()
     if not FAKE_GCS.exists():
         missing.append(f"fake-gcs-server at {FAKE_GCS.relative_to(REPO)}: make tools (needs Go)")
     if not any((REPO / ".jars").glob("delta-spark_*.jar")):
         missing.append("the Spark jars in .jars/: make jars")
     return missing
+
+
+def require(missing: list[str], what: str) -> None:
+    """Fail when ``missing`` names parts and CI requires them (``REQUIRE_ENV``); skip, naming them, elsewhere."""
+    if not missing:
+        return
+    message = f"{what} missing here: " + "; ".join(missing)
+    if os.environ.get(REQUIRE_ENV):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @dataclass(frozen=True)

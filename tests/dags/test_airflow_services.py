@@ -7,14 +7,13 @@ run on the local backend. A run triggered through the REST API, with the compose
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SEED_FILES, free_port
 from tests.dags.airflow_services import AirflowServices
-from tests.dags.compose_stack import REQUIRE_ENV, PostgresServer, compose_file, postgres_binaries
+from tests.dags.compose_stack import PostgresServer, compose_file, missing_postgres, require
 from tests.dags.conftest import DAG_ID, GCP_CONNECTION, upload_seed
 from tests.spark_jobs.helpers import read
 
@@ -78,11 +77,7 @@ def test_a_backfill_over_two_dates_replays_each_archived_file_once_with_runs_at_
     history_before = sorted(read(spark, tables.history).collect())
     archive_before = gcs.names("archive/")
 
-    if postgres_binaries() is None:  # as the compose parity test: required in CI, named when skipped elsewhere
-        message = "Airflow's backfill needs PostgreSQL here (initdb, pg_ctl): apt-get install postgresql"
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(missing_postgres(), "Airflow's backfill database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
     services = postgres_services(
         postgres,

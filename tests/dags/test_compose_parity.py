@@ -13,7 +13,6 @@ Every task log of both runs is read back through the API: no ERROR record, and t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from tests.conftest import SEED_FILES
-from tests.dags.compose_stack import REQUIRE_ENV, ComposeStack, missing_parts
+from tests.dags.compose_stack import ComposeStack, missing_parts, require
 from tests.dags.conftest import BUCKET, DAG_ID
 from tests.spark_jobs.helpers import read
 
@@ -48,12 +47,7 @@ LATE_FILE = (
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[ComposeStack]:
-    missing = missing_parts()
-    if missing:
-        message = "the compose stack's parts are missing here: " + "; ".join(missing)
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(missing_parts(), "the compose stack's parts are")
     stack = ComposeStack(tmp_path, SPEED_UPS)
     try:
         yield stack.start()
