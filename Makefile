@@ -12,8 +12,14 @@ FAKE_GCS_VERSION := $(shell sed -n 's|.*fsouza/fake-gcs-server:\([0-9.]*\).*|\1|
 FAKE_GCS := .tools/bin/fake-gcs-server
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The oldest supported Databricks runtime (README, "Supported runtimes"): its PySpark, Delta and libraries in a
+# venv of their own, its Delta jars (and Spark 3.5's Connect server) from jars/pom.xml's profile.
+OLDEST_RUNTIME := dbr15.4
+OLDEST_VENV := .venv-$(OLDEST_RUNTIME)
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+OLDEST_JARS := .jars-$(OLDEST_RUNTIME)
 
-.PHONY: venv jars tools test lint format wheel demo compose-check bench bench-smoke clean
+.PHONY: venv jars tools test test-oldest-runtime lint format wheel demo compose-check bench bench-smoke clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -49,6 +55,24 @@ $(FAKE_GCS): docker-compose.yaml
 
 test: venv jars tools $(BENCH_STAMP) ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The Spark job tests on the oldest supported runtime's PySpark and Delta (CI runs both this and make test).
+test-oldest-runtime: $(OLDEST_STAMP) $(OLDEST_JARS)/.copied
+	ORDER_TRACKING_SPARK_JARS=$(CURDIR)/$(OLDEST_JARS) $(OLDEST_VENV)/bin/python -m pytest tests/spark_jobs $(PYTEST_ARGS)
+
+$(OLDEST_STAMP): requirements-$(OLDEST_RUNTIME).txt pyproject.toml
+	@test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r requirements-$(OLDEST_RUNTIME).txt
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $(OLDEST_STAMP)
+
+$(OLDEST_JARS)/.copied: jars/pom.xml
+	@command -v mvn >/dev/null || { echo "make test-oldest-runtime needs Maven (mvn)"; exit 1; }
+	rm -rf $(OLDEST_JARS)
+	mvn --quiet --batch-mode -f jars/pom.xml -P $(OLDEST_RUNTIME) dependency:copy-dependencies \
+		-DoutputDirectory=$(CURDIR)/$(OLDEST_JARS)
+	@touch $@
 
 lint: venv ## ruff (with Airflow's AIR rules) and the formatter's check
 	$(VENV)/bin/ruff check .

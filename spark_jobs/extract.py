@@ -90,11 +90,15 @@ def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
     size = int(status.getLen())
     if size == 0:
         return 0, b""
+    # Java 8 APIs only: classic clusters before DBR 16 run JDK 8 (``InputStream.readNBytes`` is Java 11).
+    # py4j passes byte arrays by value, so the head is copied into a JVM buffer whose array is returned.
+    head = jvm.java.io.ByteArrayOutputStream(min(size, HEAD_BYTES))
     stream = fs.open(hadoop_path)
     try:
-        return size, bytes(stream.readNBytes(min(size, HEAD_BYTES)))
+        jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, head, min(size, HEAD_BYTES), False)
     finally:
         stream.close()
+    return size, bytes(head.toByteArray())
 
 
 def _read_head_spark(spark: SparkSession, path: str) -> tuple[int, bytes]:

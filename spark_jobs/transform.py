@@ -59,6 +59,12 @@ def _shape(text: Column) -> Column:
     return F.translate(text, _DIGITS, "0" * len(_DIGITS))
 
 
+def _try_cast(name: str, dtype: str) -> Column:
+    """Column ``name`` cast to ``dtype``, null where it does not parse, in SQL: ``Column.try_cast`` is
+    PySpark 4 only, and the oldest supported runtime runs Spark 3.5."""
+    return F.expr(f"try_cast(`{name.replace('`', '``')}` AS {dtype})")
+
+
 def _blank(value: Column) -> Column:
     return value.isNull() | (value == "")
 
@@ -106,14 +112,16 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     # Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
     # numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
     typed = {
-        "order_num": text["order_num"].try_cast("bigint"),
+        "order_num": _try_cast(_TEXT + "order_num", "bigint"),
         "tracking_num": F.when(~_blank(text["tracking_num"]), text["tracking_num"]),
         "status": F.when(~_blank(text["status"]), text["status"]),
         "address": F.when(~_blank(text["address"]), text["address"]),
-        EVENT_TIME: F.when(_shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES), text[EVENT_TIME].try_cast("timestamp")),
+        EVENT_TIME: F.when(
+            _shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES), _try_cast(_TEXT + EVENT_TIME, "timestamp")
+        ),
     }
     for name in OPTIONAL_DATE_COLUMNS:
-        typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, text[name].try_cast("date"))
+        typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, _try_cast(_TEXT + name, "date"))
     values = texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
     value = {name: F.col(name) for name in ORDER_COLUMNS}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 from order_tracking_load.settings import SETTINGS
 from tests.conftest import REPO
@@ -112,3 +113,23 @@ def test_the_delta_jars_follow_the_delta_spark_pin(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(check_image_version, "REPO", copy)
     assert check_image_version.check_delta_jars() == 1
+
+
+def test_the_wheel_requires_the_python_its_code_needs():
+    # vermin reads the job code and names the lowest Python that runs it (``datetime.UTC``: 3.11). pip must
+    # refuse the wheel on a compute whose Python is older (DBR 14.3, serverless environment 1: 3.10).
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    vermin = Path(sys.executable).with_name("vermin")
+    found = subprocess.run(
+        [str(vermin), "--no-tips", "--eval-annotations", str(REPO / "spark_jobs")], capture_output=True, text=True
+    )
+    minimum = re.search(r"Minimum required versions: (3\.\d+)", found.stdout)
+    assert minimum, found.stdout + found.stderr
+    needed = minimum.group(1)
+    declared = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    older = f"3.{int(needed.split('.')[1]) - 1}"
+    assert needed in declared, f"the code needs Python {needed}; the wheel says {declared}"
+    assert older not in declared, f"the code needs Python {needed}, but the wheel installs on {older} ({declared})"
