@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -10,6 +12,32 @@ from datetime import UTC, datetime
 from spark_jobs.contracts import FAILED, SUCCEEDED, JobMetrics
 
 LOG = logging.getLogger("order_tracking")
+
+
+# Named parameters that a Databricks operator adds to a task on its own: the OpenLineage provider's parent-run
+# context (``[openlineage] spark_inject_parent_job_info``). Each job accepts them, and logs the parent run.
+INJECTED_PARAMETERS = ("OPENLINEAGE_CONTEXT",)
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse a job's command line, accepting the parameters Airflow's providers inject (and only those)."""
+    for name in INJECTED_PARAMETERS:
+        parser.add_argument(f"--{name}", dest=name.lower(), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in INJECTED_PARAMETERS:
+        value = getattr(args, name.lower())
+        if value is not None:
+            LOG.info("%s from the submitting task: %s", name, _parent_run(value))
+    return args
+
+
+def _parent_run(context: str) -> str:
+    """The parent run an OpenLineage context names, or the context as given when it names none."""
+    try:
+        parent = json.loads(context)["parent"]
+        return f"{parent['job']['namespace']}/{parent['job']['name']} run {parent['run']['runId']}"
+    except (ValueError, KeyError, TypeError):
+        return context
 
 
 class OrderLoadError(Exception):

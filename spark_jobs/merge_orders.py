@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
+from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
 from spark_jobs.load import (
     KeyRange,
     TimeBands,
@@ -177,12 +177,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target-table", required=True)
     parser.add_argument("--history-table", required=True)
     parser.add_argument("--audit-table", required=True)
-    return parser.parse_args(argv)
+    return parse_job_args(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
 
     def job() -> dict:
         from spark_jobs.session import get_spark

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
 LOCAL_MASTER_ENV = "ORDER_TRACKING_SPARK_MASTER"  # default local[*]
@@ -34,6 +35,15 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
     return spark
 
 
+def conf_get(spark: SparkSession, key: str, default: str | None = None) -> str | None:
+    """A session option's value, or ``default`` where it is unset or the compute refuses to read it
+    (serverless compute refuses reads of the options it does not expose)."""
+    try:
+        return spark.conf.get(key, default)
+    except PySparkException:
+        return default
+
+
 @contextmanager
 def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     """Set session configuration for the block, then put the previous values back.
@@ -43,7 +53,7 @@ def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     previous: dict[str, str | None] = {}
     try:
         for key, value in settings.items():
-            before = spark.conf.get(key, None)
+            before = conf_get(spark, key)
             spark.conf.set(key, value)
             previous[key] = before
         yield

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.cli import LOG, OrderLoadError, run_job, utc_now
+from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
 from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputFile, read_csv_records, read_input_files, read_manifest
 from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.load import ensure_audit_table, upsert_audit
@@ -280,12 +280,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--audit-table", help="record the stage's figures in this audit table (the merge completes them)"
     )
-    return parser.parse_args(argv)
+    return parse_job_args(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
 
     def job() -> dict:
         from spark_jobs.session import get_spark

@@ -13,7 +13,7 @@ from typing import TypeVar
 from delta import exceptions as delta_errors
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from spark_jobs.session import spark_conf
+from spark_jobs.session import conf_get, spark_conf
 
 LOG = logging.getLogger("order_tracking")
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
@@ -173,7 +173,7 @@ def merge_into(target: str, source: DataFrame, clauses: str) -> Row:
     view = f"merge_source_{uuid.uuid4().hex}"
     source.createOrReplaceTempView(view)
     # ``sql_string`` writes for Spark's default escapes: parse the statement with them, whatever the session says.
-    escapes = {_ESCAPED_LITERALS: "false"} if spark.conf.get(_ESCAPED_LITERALS, "false") == "true" else {}
+    escapes = {_ESCAPED_LITERALS: "false"} if conf_get(spark, _ESCAPED_LITERALS, "false") == "true" else {}
     try:
         with spark_conf(spark, escapes):
             return spark.sql(f"MERGE INTO {table_sql(target)} AS t USING {view} AS s {clauses}").first()

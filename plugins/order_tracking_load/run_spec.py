@@ -14,7 +14,8 @@ from airflow.sdk import XComArg
 from order_tracking_load.settings import LoadSettings
 
 PACKAGE_NAME = "order_tracking_spark_jobs"
-ENTRY_POINTS = {"stage_orders": "stage-orders", "merge_orders": "merge-orders"}
+# batch_report reads a batch's figures back from the audit table (when a run's output lost its metrics line).
+ENTRY_POINTS = {"stage_orders": "stage-orders", "merge_orders": "merge-orders", "batch_report": "batch-report"}
 ENVIRONMENT_KEY = "order_tracking_jobs"
 
 
@@ -31,12 +32,13 @@ def build_run_spec(job: str, parameters: dict[str, Any], settings: LoadSettings)
             "named_parameters": dict(parameters),
         },
     }
-    spec: dict = {"run_name": f"order_tracking.{job}", "tasks": [task]}
+    # Databricks ends the run when the Airflow task's own timeout would: no run outlives its task.
+    timeout = int(settings.task_timeout.total_seconds())
+    spec: dict = {"run_name": f"order_tracking.{job}", "tasks": [task], "timeout_seconds": timeout}
     if settings.compute == "serverless":
         task["environment_key"] = ENVIRONMENT_KEY
-        spec["environments"] = [
-            {"environment_key": ENVIRONMENT_KEY, "spec": {"client": "2", "dependencies": [settings.wheel_uri]}}
-        ]
+        environment = {"environment_version": settings.serverless_environment, "dependencies": [settings.wheel_uri]}
+        spec["environments"] = [{"environment_key": ENVIRONMENT_KEY, "spec": environment}]
     elif settings.compute == "existing_cluster":
         task["existing_cluster_id"] = settings.cluster_id
         task["libraries"] = [{"whl": settings.wheel_uri}]
@@ -68,6 +70,11 @@ def merge_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]
         "history-table": settings.tables.history,
         "audit-table": settings.tables.audit,
     }
+
+
+def report_parameters(job: str, batch_id: str, settings: LoadSettings) -> dict[str, Any]:
+    """The batch_report job's named parameters: which job's figures to read back, for which batch."""
+    return {"job": job, "batch-id": batch_id, "audit-table": settings.tables.audit}
 
 
 def command_line(spec: dict) -> tuple[str, list[str]]:

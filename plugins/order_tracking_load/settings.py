@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,21 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("databricks", "local")
 COMPUTE_KINDS = ("serverless", "existing_cluster", "new_cluster")
+# The support matrix (README, "Supported runtimes"): the oldest Databricks runtime of a cluster, and the oldest
+# serverless environment version (2: Python 3.11, Databricks Connect 15.4).
+OLDEST_RUNTIME = (15, 4)
+OLDEST_SERVERLESS_ENVIRONMENT = 2
+# A cluster's access modes that reach Unity Catalog (the jobs' three-part table names); a cluster created
+# through the API without one has no Unity Catalog access at all.
+UNITY_CATALOG_ACCESS_MODES = (
+    "DATA_SECURITY_MODE_AUTO",
+    "DATA_SECURITY_MODE_DEDICATED",
+    "DATA_SECURITY_MODE_STANDARD",
+    "SINGLE_USER",
+    "USER_ISOLATION",
+)
+# What a serverless environment's ``dependencies`` take for a wheel: a workspace file or a volume path, or a URL.
+_SERVERLESS_WHEEL = re.compile(r"^(/Volumes/|/Workspace/|https?://)")
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ORDER_TRACKING_DATABRICKS_WORKSPACE",
         "databricks-workspace",
-        "workspace host, used only to name the target table's Airflow Asset",
+        "workspace host or URL (as in the connection), used only to name the target table's Airflow Asset",
     ),
     Setting(
         "ORDER_TRACKING_DEPLOYMENT",
@@ -62,11 +78,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "serverless, existing_cluster or new_cluster"),
     Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is existing_cluster"),
-    Setting("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", "", "JSON cluster spec when compute is new_cluster"),
+    Setting(
+        "ORDER_TRACKING_DATABRICKS_NEW_CLUSTER",
+        "",
+        "JSON cluster spec when compute is new_cluster: DBR 15.4 or later, with a Unity Catalog data_security_mode",
+    ),
+    Setting(
+        "ORDER_TRACKING_SERVERLESS_ENVIRONMENT_VERSION",
+        "2",
+        "serverless environment version of the runs (2 or later: Python 3.11)",
+    ),
     Setting(
         "ORDER_TRACKING_WHEEL_URI",
         "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
-        "where Databricks finds the jobs' wheel (UC volume or gs:// path)",
+        "where Databricks finds the jobs' wheel: the path make deploy prints (/Volumes/...; gs:// on clusters only)",
     ),
     Setting("ORDER_TRACKING_TABLE_NAMESPACE", "main.order_tracking", "catalog.schema of the tables (databricks)"),
     Setting("ORDER_TRACKING_LOCAL_TABLE_ROOT", str(REPO_ROOT / ".local" / "tables"), "folder of the tables (local)"),
@@ -77,6 +102,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ORDER_TRACKING_GCS_RETRY_SECONDS",
         "120",
         "how long one GCS call retries (with backoff) before the task fails",
+    ),
+    Setting(
+        "ORDER_TRACKING_DATABRICKS_POLL_SECONDS",
+        "30",
+        "how often a deferred Databricks task asks for its run's state",
     ),
     Setting("ORDER_TRACKING_RETRIES", "3", "task retries (exponential backoff from the retry delay)"),
     Setting("ORDER_TRACKING_RETRY_DELAY_SECONDS", "60", "first retry delay"),
@@ -126,12 +156,14 @@ class LoadSettings:
     compute: str
     cluster_id: str
     new_cluster: dict
+    serverless_environment: str
     wheel_uri: str
     tables: Tables
     max_reject_fraction: float
     sensor_timeout: timedelta
     poke_interval: timedelta
     gcs_retry: timedelta
+    databricks_poll: timedelta
     retries: int
     retry_delay: timedelta
     task_timeout: timedelta
@@ -147,10 +179,10 @@ def load_settings() -> LoadSettings:
         raise ValueError(f"ORDER_TRACKING_DATABRICKS_COMPUTE must be one of {COMPUTE_KINDS}, not {compute!r}")
     new_cluster_text = _value("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER")
     new_cluster = json.loads(new_cluster_text) if new_cluster_text else {}
-    if backend == "databricks" and compute == "existing_cluster" and not _value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"):
-        raise ValueError("ORDER_TRACKING_DATABRICKS_CLUSTER_ID is required when compute is existing_cluster")
-    if backend == "databricks" and compute == "new_cluster" and not new_cluster:
-        raise ValueError("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER (a JSON cluster spec) is required for new_cluster")
+    environment = _value("ORDER_TRACKING_SERVERLESS_ENVIRONMENT_VERSION")
+    if backend == "databricks":
+        _check_compute(compute, _value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"), new_cluster, environment)
+        _check_wheel_uri(compute, _value("ORDER_TRACKING_WHEEL_URI"))
 
     if backend == "local":
         root = _value("ORDER_TRACKING_LOCAL_TABLE_ROOT").rstrip("/")
@@ -171,17 +203,19 @@ def load_settings() -> LoadSettings:
         backend=backend,
         gcp_conn_id=_value("ORDER_TRACKING_GCP_CONN_ID"),
         databricks_conn_id=_value("ORDER_TRACKING_DATABRICKS_CONN_ID"),
-        databricks_workspace=_value("ORDER_TRACKING_DATABRICKS_WORKSPACE"),
+        databricks_workspace=workspace_host(_value("ORDER_TRACKING_DATABRICKS_WORKSPACE")),
         deployment=_value("ORDER_TRACKING_DEPLOYMENT"),
         compute=compute,
         cluster_id=_value("ORDER_TRACKING_DATABRICKS_CLUSTER_ID"),
         new_cluster=new_cluster,
+        serverless_environment=environment,
         wheel_uri=_value("ORDER_TRACKING_WHEEL_URI"),
         tables=tables,
         max_reject_fraction=float(_value("ORDER_TRACKING_MAX_REJECT_FRACTION")),
         sensor_timeout=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS"))),
         poke_interval=timedelta(seconds=float(_value("ORDER_TRACKING_SENSOR_POKE_SECONDS"))),
         gcs_retry=timedelta(seconds=float(_value("ORDER_TRACKING_GCS_RETRY_SECONDS"))),
+        databricks_poll=timedelta(seconds=float(_value("ORDER_TRACKING_DATABRICKS_POLL_SECONDS"))),
         retries=int(_value("ORDER_TRACKING_RETRIES")),
         retry_delay=timedelta(seconds=float(_value("ORDER_TRACKING_RETRY_DELAY_SECONDS"))),
         task_timeout=timedelta(minutes=float(_value("ORDER_TRACKING_TASK_TIMEOUT_MINUTES"))),
@@ -191,3 +225,54 @@ def load_settings() -> LoadSettings:
 def _prefix(value: str) -> str:
     """A GCS prefix with exactly one trailing slash (none at the start)."""
     return value.strip("/") + "/"
+
+
+def workspace_host(value: str) -> str:
+    """The workspace's host, whether given as a host or as the connection's URL (``https://host/``)."""
+    host = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", value.strip()).split("/", 1)[0]
+    if not host or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", host):
+        raise ValueError(f"ORDER_TRACKING_DATABRICKS_WORKSPACE must be a host or https://host, not {value!r}")
+    return host
+
+
+def runtime_version(spark_version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Databricks runtime key such as ``15.4.x-scala2.12``; None if it names none."""
+    found = re.match(r"^(\d+)\.(\d+)\.", spark_version or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def _check_compute(compute: str, cluster_id: str, new_cluster: dict, environment: str) -> None:
+    """Refuse a compute the jobs cannot run on, naming the setting to change."""
+    if compute == "existing_cluster" and not cluster_id:
+        raise ValueError("ORDER_TRACKING_DATABRICKS_CLUSTER_ID is required when compute is existing_cluster")
+    if compute == "serverless" and not (environment.isdigit() and int(environment) >= OLDEST_SERVERLESS_ENVIRONMENT):
+        raise ValueError(
+            f"ORDER_TRACKING_SERVERLESS_ENVIRONMENT_VERSION must be {OLDEST_SERVERLESS_ENVIRONMENT} or later "
+            f"(environment 1 runs Python 3.10; the jobs need 3.11), not {environment!r}"
+        )
+    if compute != "new_cluster":
+        return
+    if not new_cluster:
+        raise ValueError("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER (a JSON cluster spec) is required for new_cluster")
+    version = runtime_version(new_cluster.get("spark_version", ""))
+    if version is None or version < OLDEST_RUNTIME:
+        raise ValueError(
+            "ORDER_TRACKING_DATABRICKS_NEW_CLUSTER: spark_version must be Databricks Runtime "
+            f"{'.'.join(map(str, OLDEST_RUNTIME))} or later (e.g. 15.4.x-scala2.12), not "
+            f"{new_cluster.get('spark_version')!r}"
+        )
+    if new_cluster.get("data_security_mode") not in UNITY_CATALOG_ACCESS_MODES:
+        raise ValueError(
+            "ORDER_TRACKING_DATABRICKS_NEW_CLUSTER: data_security_mode must be one of "
+            f"{', '.join(UNITY_CATALOG_ACCESS_MODES)}, not {new_cluster.get('data_security_mode')!r}: "
+            "a cluster created without one has no Unity Catalog access, and the jobs' tables are in Unity Catalog"
+        )
+
+
+def _check_wheel_uri(compute: str, wheel_uri: str) -> None:
+    """Serverless environments install dependencies from volumes, workspace files or URLs only."""
+    if compute == "serverless" and not _SERVERLESS_WHEEL.match(wheel_uri):
+        raise ValueError(
+            "ORDER_TRACKING_WHEEL_URI must be a /Volumes/ or /Workspace/ path (or a URL) on serverless compute, "
+            f"not {wheel_uri!r}: make deploy uploads the wheel to a volume and prints its path"
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.hooks.databricks import RunState
 from airflow.providers.databricks.operators.databricks import (
     DatabricksSubmitRunOperator,
@@ -21,7 +22,7 @@ from airflow.providers.databricks.operators.databricks import (
 )
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, conf
 
-from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token
+from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token, report_parameters
 from order_tracking_load.settings import LoadSettings
 from spark_jobs.contracts import JobMetrics
 
@@ -100,22 +101,49 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def run_entry_point(spec: dict) -> tuple[int, str]:
-    """Call a spec's wheel entry point here, with its parameters as ``--name=value`` (as Databricks does).
-
-    Returns the exit code and what the job printed on stdout.
-    """
-    entry_point, argv = command_line(spec)
-    found = entry_points(group="console_scripts", name=entry_point)
+def entry_point(spec: dict) -> tuple[Any, list[str]]:
+    """A spec's wheel entry point, loaded here, and its parameters as ``--name=value`` (as Databricks passes them)."""
+    name, argv = command_line(spec)
+    found = entry_points(group="console_scripts", name=name)
     if not found:
-        raise AirflowException(f"entry point {entry_point!r} is not installed: pip install the spark_jobs package")
+        raise AirflowException(f"entry point {name!r} is not installed: pip install the spark_jobs package")
+    return next(iter(found)).load(), argv
+
+
+def call_entry_point(main: Any, argv: list[str]) -> int:
+    """Call an entry point as Databricks does; its exit code (a failed job raises ``SystemExit(1)``)."""
+    try:
+        return main(argv) or 0
+    except SystemExit as exit_:  # how a failed job ends (see spark_jobs.cli.run_job)
+        return exit_.code if isinstance(exit_.code, int) else 1
+
+
+def run_entry_point(spec: dict) -> tuple[int, str]:
+    """Call a spec's wheel entry point here; returns the exit code and what the job printed on stdout."""
+    main, argv = entry_point(spec)
     printed = io.StringIO()
     with redirect_stdout(printed):
-        try:
-            exit_code = next(iter(found)).load()(argv)
-        except SystemExit as exit_:  # how a failed job ends (see spark_jobs.cli.run_job)
-            exit_code = exit_.code if isinstance(exit_.code, int) else 1
-    return exit_code or 0, printed.getvalue()
+        exit_code = call_entry_point(main, argv)
+    return exit_code, printed.getvalue()
+
+
+def run_is_gone(error: AirflowException) -> bool:
+    """True when the Jobs API says the run does not exist (404, or its 400 "Run … does not exist").
+
+    Anything else (a 5xx after the hook's own retries, a refused token, an unknown state) says nothing
+    about the run, which may still be going: never a reason to submit a second run of the batch.
+    """
+    if not isinstance(error, DatabricksApiError):
+        return False
+    return error.http_status_code == 404 or (error.http_status_code == 400 and "does not exist" in str(error))
+
+
+def task_run(run: dict, task_key: str) -> dict:
+    """The run's latest attempt of its task: a repaired run lists one entry per attempt."""
+    attempts = [task for task in run.get("tasks") or [] if task.get("task_key") == task_key]
+    if not attempts:
+        return {"run_id": run["run_id"]}
+    return max(attempts, key=lambda task: task.get("attempt_number") or 0)
 
 
 class JobResultFailed(AirflowException):
@@ -139,9 +167,15 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
 
     RUN_KEY = "databricks_run"
 
-    def __init__(self, *, run_spec: dict, deployment: str, target: Asset | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, run_spec: dict, settings: LoadSettings, target: Asset | None = None, **kwargs: Any) -> None:
+        # The provider reads these options once, when it is imported; read them when the DAG is parsed.
+        for option in ("spark_inject_parent_job_info", "spark_inject_transport_info"):
+            kwargs.setdefault(f"openlineage_inject_{option.removeprefix('spark_inject_')}", conf.getboolean(
+                "openlineage", option, fallback=False
+            ))  # fmt: skip
         super().__init__(json=run_spec, deferrable=True, **kwargs)
-        self.deployment = deployment
+        self.settings = settings
+        self.deployment = settings.deployment
         self.target = target
         self._metrics: dict | None = None
 
@@ -168,10 +202,13 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         """Re-attach to or reuse an earlier try's run; None when a fresh run is needed."""
         try:
             state = RunState(**self._hook.get_run(run_id)["state"])
-        except AirflowException as error:  # a run whose history expired, or was deleted
-            self.log.warning(
-                "Databricks run %s of an earlier try cannot be read (%s): submitting a fresh run", run_id, error
-            )
+        except AirflowException as error:
+            if not run_is_gone(error):
+                raise AirflowException(
+                    f"{self.task_id}: Databricks run {run_id} of an earlier try cannot be read ({error}); it may "
+                    "still be running, so no second run is submitted: the next try looks at it again"
+                ) from error
+            self.log.warning("Databricks run %s of an earlier try does not exist: submitting a fresh run", run_id)
             return None
         if not state.is_terminal:
             self.log.info("re-attaching to Databricks run %s of an earlier try (%s)", run_id, state.life_cycle_state)
@@ -193,6 +230,31 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         _handle_deferrable_databricks_operator_execution(self, self._hook, self.log, context)
         return self._finish(self.run_id, context)
 
+    def _report(self, context: Context) -> JobMetrics:
+        """The batch's figures as the job committed them, read from the audit table by a batch_report run.
+
+        A run of its own (same compute and wheel, its own idempotency token), awaited here: it reads one row.
+        """
+        batch_id = self.json["tasks"][0]["python_wheel_task"]["named_parameters"]["batch-id"]
+        spec = build_run_spec("batch_report", report_parameters(self.task_id, batch_id, self.settings), self.settings)
+        dag_run = context["dag_run"]
+        spec["idempotency_token"] = idempotency_token(
+            self.deployment, self.dag_id, dag_run.run_id, f"{self.task_id}.report", dag_run.clear_number or 0,
+            context["ti"].try_number,
+        )  # fmt: skip
+        run_id = self._hook.submit_run(spec)
+        while not (state := RunState(**self._hook.get_run(run_id)["state"])).is_terminal:
+            time.sleep(self.polling_period_seconds)
+        output = self._hook.get_run_output(task_run(self._hook.get_run(run_id), "batch_report")["run_id"])
+        metrics = JobMetrics.from_output(output.get("logs") or "")
+        if not state.is_successful or metrics is None or not metrics.succeeded:
+            raise AirflowException(
+                f"{self.task_id}: its run succeeded but printed no figures, and the audit table could not give them "
+                f"(batch_report run {run_id} {state}: {metrics.error if metrics else 'no metrics line'})"
+            )
+        self.log.info("the batch's figures come from the audit table (batch_report run %s)", run_id)
+        return metrics
+
     def execute_complete(self, context: Context, event: dict) -> dict:
         super().execute_complete(context, event)
         return self._finish(event["run_id"], context)
@@ -206,9 +268,16 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         state = RunState(**run["state"])
         if not state.is_successful:
             raise AirflowException(f"{self.task_id}: Databricks run {run_id} did not succeed: {state}")
-        task_runs = run.get("tasks") or [{"run_id": run_id}]
-        output = self._hook.get_run_output(task_runs[0]["run_id"])
-        metrics = job_metrics(output.get("logs") or "")
+        output = self._hook.get_run_output(task_run(run, self.task_id)["run_id"])
+        metrics = JobMetrics.from_output(output.get("logs") or "")
+        if metrics is None:
+            self.log.warning(
+                "Databricks run %s succeeded, but its output holds no metrics line (logs %s): reading the "
+                "batch's figures from the audit table",
+                run_id,
+                "cut" if output.get("logs_truncated") else "empty" if not output.get("logs") else "without one",
+            )
+            metrics = self._report(context)
         if not metrics.succeeded:
             raise JobResultFailed(
                 f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
@@ -270,8 +339,9 @@ def spark_job(
     return DatabricksSparkJobOperator(
         task_id=job,
         run_spec=spec,
-        deployment=settings.deployment,
+        settings=settings,
         target=target,
         databricks_conn_id=settings.databricks_conn_id,
+        polling_period_seconds=max(1, int(settings.databricks_poll.total_seconds())),
         **kwargs,
     )

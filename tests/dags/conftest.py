@@ -54,6 +54,7 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         "ORDER_TRACKING_SENSOR_POKE_SECONDS": "1",
         "ORDER_TRACKING_RETRIES": "0",
         "ORDER_TRACKING_RETRY_DELAY_SECONDS": "0",
+        "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": GCP_CONNECTION,
     }.items():
         monkeypatch.setenv(name, value)

@@ -1,26 +1,51 @@
-"""A loopback stand-in of the Databricks Jobs API (2.x runs endpoints): the only fake in the test suite.
+"""A loopback stand-in of the Databricks REST API: the only fake in the test suite.
 
-It records every ``runs/submit`` payload, honours idempotency tokens as Databricks does (the same token
-returns the same run), reports RUNNING once so the operator defers, and ends each run in a scripted
-state. A run scripted to succeed really executes: the stand-in calls the spec's wheel entry point with
-its named parameters, as a Databricks python_wheel_task would (the local backend's own executor), and
-serves the printed output as the task's ``logs``.
+It refuses what Databricks refuses: every request body is checked against the Databricks SDK's own
+types (``tests.dags.databricks_api``), and a body with an unknown, deprecated or mistyped field, or
+without a required one, gets a 400 as a malformed request does. It honours idempotency tokens as
+Databricks does (the same token returns the same run).
 
-Besides the end states, a script may say ``RESULT_FAILED`` (the run ends SUCCESS, but the job prints
-a failed result) or ``UNREACHABLE`` (the run succeeds, but ``runs/get`` answers 503 to its first
-``unreachable_gets`` calls, as in an API outage while the run goes on). ``throttle_submits`` answers
-that many next ``runs/submit`` calls with 429 before accepting one.
+A run scripted to succeed really runs, in the background, while the operator polls it: the stand-in
+calls the spec's wheel entry point with its named parameters, as a Databricks python_wheel_task would,
+and serves what it printed as the task's ``logs``. ``runs/get`` reports PENDING, then RUNNING until
+the job returns, then TERMINATED.
+
+``script[task_key]`` lists the end states of that task's next runs: ``SUCCESS``, ``FAILED``, ``CANCELED``,
+``INTERNAL_ERROR``, or
+- ``RESULT_FAILED``: the run ends SUCCESS, but the job prints a failed result;
+- ``UNREACHABLE``: the run goes on, but ``runs/get`` answers 503 to its first ``unreachable_gets`` calls;
+- ``GONE``: as UNREACHABLE, then the run no longer exists (``runs/get`` answers ``gone_status``: 400
+  "Run … does not exist", or 404);
+- ``EMPTY_LOGS``: the run succeeds, but ``runs/get-output`` returns no logs.
+``throttle_submits`` answers that many next ``runs/submit`` calls with 429 before accepting one.
+
+With ``tls=True`` it serves HTTPS with a certificate made for 127.0.0.1 (``ca_file``), and the OAuth
+machine-to-machine token endpoint ``/oidc/v1/token``: a service principal's client id and secret get
+an access token, which every later call must carry. It also serves the Files API and the Unity Catalog
+schema and volume endpoints that ``make deploy`` uses.
 """
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
+import secrets
+import ssl
+import sys
+import tempfile
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from order_tracking_load.spark_backends import run_entry_point
+from databricks.sdk.service.catalog import SchemasAPI, VolumesAPI
+from databricks.sdk.service.jobs import JobsAPI
+
+from order_tracking_load.spark_backends import call_entry_point, entry_point
+from tests.dags.databricks_api import refusals
 
 TERMINAL_STATES = {
     "SUCCESS": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS", "state_message": ""},
@@ -32,14 +57,32 @@ TERMINAL_STATES = {
         "state_message": "Cluster terminated unexpectedly",
     },
 }
+PENDING = {"life_cycle_state": "PENDING", "state_message": "Waiting for compute"}
 RUNNING = {"life_cycle_state": "RUNNING", "state_message": "In run"}
+_SUCCEEDING = ("SUCCESS", "UNREACHABLE", "GONE", "EMPTY_LOGS")
+
+
+class _ThreadOutput(io.TextIOBase):
+    """``sys.stdout`` while runs go on: what a run's thread prints goes to its own buffer, the rest through."""
+
+    def __init__(self, through) -> None:
+        self.through = through
+        self.buffers: dict[int, io.StringIO] = {}
+
+    def write(self, text: str) -> int:
+        buffer = self.buffers.get(threading.get_ident())
+        return (buffer or self.through).write(text)
+
+    def flush(self) -> None:
+        self.through.flush()
 
 
 class JobsApiStandIn:
     """The stand-in server; ``script[task_key]`` lists the end states of that task's next runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.submissions: list[dict] = []
+        self.refused: list[list[str]] = []  # what each refused request body got wrong
         self.runs: dict[int, dict] = {}
         self.tokens: dict[str, int] = {}
         self.cancelled: list[int] = []
@@ -48,28 +91,66 @@ class JobsApiStandIn:
         self.throttle_submits = 0
         self.throttled = 0  # runs/submit calls answered 429
         self.unreachable_gets = 3
+        self.gone_status = 400
+        self.get_answers: list[tuple[int, int]] = []  # (run id, status) of every runs/get
+        self.files: dict[str, bytes] = {}  # the Files API's volume files, by path
+        self.schemas: set[str] = set()
+        self.volumes: set[str] = set()
+        self.service_principal = ("sp-client-id", "sp-client-secret")
+        self.access_tokens: set[str] = set()
         self._lock = threading.Lock()
+        self._output = _ThreadOutput(sys.stdout)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
+        self.tls = tls
+        self.ca_file: str | None = None
+        if tls:
+            self.ca_file = self._serve_tls()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> JobsApiStandIn:
+        self._stdout = sys.stdout
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+        for run in self.runs.values():
+            if run.get("thread"):
+                run["thread"].join(timeout=600)
+        if sys.stdout is self._output:
+            sys.stdout = self._stdout
 
-    def connection_json(self, token: str = "dapi-stand-in-token") -> str:
-        """An Airflow connection (JSON form) pointing the Databricks hook at this server over http."""
-        return json.dumps(
-            {"conn_type": "databricks", "host": "127.0.0.1", "port": self.port, "schema": "http", "password": token}
-        )
+    @property
+    def host(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def connection_json(self, token: str = "dapi-stand-in-token", **extra: object) -> str:
+        """An Airflow connection (JSON form) pointing the Databricks hook at this server."""
+        connection = {"conn_type": "databricks", "host": "127.0.0.1", "port": self.port, "schema": "http"}
+        if self.tls:
+            # As a workspace is named: an https host, here with its port (the OAuth token URL takes the host alone).
+            connection = {"conn_type": "databricks", "host": f"127.0.0.1:{self.port}"}
+        if extra.get("service_principal_oauth"):
+            connection["login"], connection["password"] = self.service_principal
+        else:
+            connection["password"] = token
+        if extra:
+            connection["extra"] = extra
+        return json.dumps(connection)
 
     def submitted(self, task_key: str) -> list[dict]:
         """The payloads submitted for one task key, in order."""
         return [payload for payload in self.submissions if payload["tasks"][0]["task_key"] == task_key]
+
+    def wait_for_runs(self) -> None:
+        """Wait until every run's job has returned."""
+        for run in list(self.runs.values()):
+            if run.get("thread"):
+                run["thread"].join(timeout=600)
+
+    # --- runs -----------------------------------------------------------------------------------------
 
     def _submit(self, payload: dict) -> dict:
         with self._lock:
@@ -82,24 +163,86 @@ class JobsApiStandIn:
                 self.tokens[token] = run_id
             task_key = payload["tasks"][0]["task_key"]
             outcome = self.script[task_key].pop(0) if self.script[task_key] else "SUCCESS"
-            self.runs[run_id] = {
+            run = {
                 "task_key": task_key,
-                "outcome": "SUCCESS" if outcome in ("UNREACHABLE", "RESULT_FAILED") else outcome,
+                "outcome": outcome,
+                "end": "SUCCESS" if outcome in (*_SUCCEEDING, "RESULT_FAILED") else outcome,
                 "polls": 0,
                 "logs": "",
                 "error": None,
-                "unreachable": self.unreachable_gets if outcome == "UNREACHABLE" else 0,
+                "unreachable": self.unreachable_gets if outcome in ("UNREACHABLE", "GONE") else 0,
+                "thread": None,
+                "started": None,
             }
-        run = self.runs[run_id]
+            self.runs[run_id] = run
         if outcome == "RESULT_FAILED":
             run["logs"] = json.dumps({"result": "failed", "error": "injected: the job reports a failure"}) + "\n"
-        elif run["outcome"] == "SUCCESS":
-            code, logs = run_entry_point(payload)
-            run["logs"] = logs
-            if code != 0:
-                run["outcome"] = "FAILED"
-                run["error"] = logs.strip().splitlines()[-1] if logs.strip() else "job failed"
+        elif outcome in _SUCCEEDING:
+            run["thread"] = threading.Thread(target=self._execute, args=(run, payload), daemon=True)
+            run["thread"].start()
         return {"run_id": run_id}
+
+    def _execute(self, run: dict, payload: dict) -> None:
+        """The run itself: the wheel's entry point with the spec's named parameters, its stdout kept."""
+        run["started"] = time.monotonic()
+        with self._lock:  # Airflow's task runner swaps sys.stdout as tasks start: take it back for the run
+            if sys.stdout is not self._output:
+                self._output.through, sys.stdout = sys.stdout, self._output
+        printed = self._output.buffers[threading.get_ident()] = io.StringIO()
+        try:
+            main, argv = entry_point(payload)
+            code = call_entry_point(main, argv)
+        except Exception as error:  # noqa: BLE001 - the run fails, as a task whose code raised
+            code = 1
+            print(f"{type(error).__name__}: {error}")
+        finally:
+            del self._output.buffers[threading.get_ident()]
+        logs = printed.getvalue()
+        run["logs"] = "" if run["outcome"] == "EMPTY_LOGS" and code == 0 else logs
+        if code != 0:
+            run["end"] = "FAILED"
+            run["error"] = logs.strip().splitlines()[-1] if logs.strip() else "job failed"
+
+    def _state(self, run: dict) -> dict:
+        run["polls"] += 1
+        if run["thread"] is not None:
+            if run["started"] is None:
+                return PENDING
+            return RUNNING if run["thread"].is_alive() else TERMINAL_STATES[run["end"]]
+        return RUNNING if run["polls"] == 1 else TERMINAL_STATES[run["end"]]
+
+    def _run_json(self, run_id: int) -> dict:
+        run = self.runs[run_id]
+        state = self._state(run)
+        return {
+            "job_id": 1000 + run_id,
+            "run_id": run_id,
+            "run_page_url": f"{self.host}/#job/{1000 + run_id}/run/{run_id}",
+            "state": state,
+            "run_duration": 1500,
+            "tasks": [{"run_id": 100 * run_id, "task_key": run["task_key"], "state": dict(state), "attempt_number": 0}],
+        }
+
+    def _output_json(self, task_run_id: int) -> dict:
+        run = self.runs[task_run_id // 100]
+        output = {"logs": run["logs"], "logs_truncated": False, "metadata": {"run_id": task_run_id}}
+        if run["end"] != "SUCCESS":
+            output["error"] = run["error"] or TERMINAL_STATES[run["end"]]["state_message"]
+        return output
+
+    def _get_run(self, run_id: int) -> tuple[int, dict]:
+        with self._lock:
+            run = self.runs.get(run_id)
+            if run is None:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Run {run_id} does not exist."}
+            if run["unreachable"]:
+                run["unreachable"] -= 1
+                return 503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected outage"}
+            if run["outcome"] == "GONE":
+                if self.gone_status == 404:
+                    return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found"}
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Run {run_id} does not exist."}
+        return 200, self._run_json(run_id)
 
     def _throttle(self) -> bool:
         with self._lock:
@@ -109,33 +252,66 @@ class JobsApiStandIn:
                 return True
         return False
 
-    def _unreachable(self, run_id: int) -> bool:
-        with self._lock:
-            run = self.runs.get(run_id)
-            if run and run["unreachable"]:
-                run["unreachable"] -= 1
-                return True
-        return False
+    # --- TLS and OAuth --------------------------------------------------------------------------------
 
-    def _run_json(self, run_id: int) -> dict:
-        run = self.runs[run_id]
-        run["polls"] += 1
-        state = RUNNING if run["polls"] == 1 else TERMINAL_STATES[run["outcome"]]
-        task_state = dict(state)
-        return {
-            "job_id": 1000 + run_id,
-            "run_id": run_id,
-            "run_page_url": f"http://127.0.0.1:{self.port}/#job/{1000 + run_id}/run/{run_id}",
-            "state": state,
-            "tasks": [{"run_id": 100 * run_id, "task_key": run["task_key"], "state": task_state, "attempt_number": 0}],
-        }
+    def _serve_tls(self) -> str:
+        """Wrap the server in TLS with a new certificate for 127.0.0.1; returns the CA file to trust."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
 
-    def _output_json(self, task_run_id: int) -> dict:
-        run = self.runs[task_run_id // 100]
-        output = {"logs": run["logs"], "metadata": {"run_id": task_run_id}}
-        if run["outcome"] != "SUCCESS":
-            output["error"] = run["error"] or TERMINAL_STATES[run["outcome"]]["state_message"]
-        return output
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.UTC)
+        import ipaddress
+
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256())
+        )
+        folder = Path(tempfile.mkdtemp(prefix="stand-in-tls-"))
+        (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        (folder / "key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        # The hook's async client (the deferred task's trigger) verifies with aiohttp's default context, made
+        # when aiohttp was imported: trust the certificate there too (REQUESTS_CA_BUNDLE serves requests).
+        import aiohttp.connector
+
+        aiohttp.connector._SSL_CONTEXT_VERIFIED.load_verify_locations(folder / "cert.pem")
+        return str(folder / "cert.pem")
+
+    def _oauth_token(self, authorization: str, form: dict) -> tuple[int, dict]:
+        import base64
+
+        expected = "Basic " + base64.b64encode(":".join(self.service_principal).encode()).decode()
+        if authorization != expected or form.get("grant_type") != "client_credentials":
+            return 401, {"error": "invalid_client", "error_description": "unknown client or secret"}
+        token = "oauth-" + secrets.token_hex(8)
+        self.access_tokens.add(token)
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis"}
+
+    def _authorized(self, authorization: str) -> bool:
+        """With OAuth in use, only a token this server issued; otherwise any bearer token."""
+        if self.access_tokens:
+            return authorization.removeprefix("Bearer ") in self.access_tokens
+        return authorization.startswith("Bearer ")
+
+    # --- HTTP -----------------------------------------------------------------------------------------
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
@@ -144,44 +320,104 @@ class JobsApiStandIn:
             def log_message(self, *args: object) -> None:  # keep test output readable
                 pass
 
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _reply(self, status: int, body: dict | bytes | None = None) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _route(self) -> tuple[str, dict]:
-                stand_in.authorizations.add(self.headers.get("Authorization", ""))
-                url = urlparse(self.path)
-                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+            def _body(self) -> bytes:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    query.update(json.loads(self.rfile.read(length)))
-                return url.path.split("/jobs/", 1)[-1], query
+                return self.rfile.read(length) if length else b""
+
+            def _authorize(self) -> bool:
+                authorization = self.headers.get("Authorization", "")
+                stand_in.authorizations.add(authorization)
+                if not stand_in._authorized(authorization):
+                    self._reply(401, {"error_code": "UNAUTHENTICATED", "message": "invalid access token"})
+                    return False
+                return True
+
+            def _query(self) -> tuple[str, dict]:
+                url = urlparse(self.path)
+                return url.path, {key: values[0] for key, values in parse_qs(url.query).items()}
 
             def do_GET(self) -> None:
-                endpoint, query = self._route()
+                if not self._authorize():
+                    return
+                path, query = self._query()
+                body = self._body()
+                if body:
+                    query.update(json.loads(body))
                 run_id = int(query.get("run_id", 0))
-                if endpoint == "runs/get" and stand_in._unreachable(run_id):
-                    self._reply(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected outage"})
-                elif endpoint == "runs/get" and run_id in stand_in.runs:
-                    self._reply(200, stand_in._run_json(run_id))
-                elif endpoint == "runs/get-output" and run_id // 100 in stand_in.runs:
+                if path.endswith("/jobs/runs/get"):
+                    status, answer = stand_in._get_run(run_id)
+                    stand_in.get_answers.append((run_id, status))
+                    self._reply(status, answer)
+                elif path.endswith("/jobs/runs/get-output") and run_id // 100 in stand_in.runs:
                     self._reply(200, stand_in._output_json(run_id))
+                elif path.startswith("/api/2.1/unity-catalog/schemas/"):
+                    found = path.rsplit("/", 1)[1] in stand_in.schemas
+                    self._reply(200 if found else 404, {"full_name": path.rsplit("/", 1)[1]} if found else None)
+                elif path.startswith("/api/2.1/unity-catalog/volumes/"):
+                    found = path.rsplit("/", 1)[1] in stand_in.volumes
+                    self._reply(200 if found else 404, {"full_name": path.rsplit("/", 1)[1]} if found else None)
+                elif path.startswith("/api/2.0/fs/files/") and path[len("/api/2.0/fs/files") :] in stand_in.files:
+                    self._reply(200, stand_in.files[path[len("/api/2.0/fs/files") :]])
                 else:
                     self._reply(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": self.path})
 
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_PUT(self) -> None:
+                if not self._authorize():
+                    return
+                path, _ = self._query()
+                if path.startswith("/api/2.0/fs/files/Volumes/"):
+                    stand_in.files[path[len("/api/2.0/fs/files") :]] = self._body()
+                    self._reply(204, b"")
+                elif path.startswith("/api/2.0/fs/directories/"):
+                    self._reply(204, b"")
+                else:
+                    self._reply(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": self.path})
+
             def do_POST(self) -> None:
-                endpoint, body = self._route()
-                if endpoint == "runs/submit" and stand_in._throttle():
+                path, _ = self._query()
+                if path == "/oidc/v1/token":
+                    form = {key: values[0] for key, values in parse_qs(self._body().decode()).items()}
+                    self._reply(*stand_in._oauth_token(self.headers.get("Authorization", ""), form))
+                    return
+                if not self._authorize():
+                    return
+                body = json.loads(self._body() or b"{}")
+                checked = {
+                    "/jobs/runs/submit": JobsAPI.submit,
+                    "/jobs/runs/cancel": JobsAPI.cancel_run,
+                    "/unity-catalog/schemas": SchemasAPI.create,
+                    "/unity-catalog/volumes": VolumesAPI.create,
+                }
+                method = next((m for suffix, m in checked.items() if path.endswith(suffix)), None)
+                errors = refusals(method, body) if method else []
+                if errors:
+                    stand_in.refused.append(errors)
+                    self._reply(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "; ".join(errors)})
+                elif path.endswith("/jobs/runs/submit") and stand_in._throttle():
                     self._reply(429, {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "injected rate limit"})
-                elif endpoint == "runs/submit":
+                elif path.endswith("/jobs/runs/submit"):
                     self._reply(200, stand_in._submit(body))
-                elif endpoint == "runs/cancel":
+                elif path.endswith("/jobs/runs/cancel"):
                     stand_in.cancelled.append(int(body["run_id"]))
                     self._reply(200, {})
+                elif path.endswith("/unity-catalog/schemas"):
+                    stand_in.schemas.add(f"{body['catalog_name']}.{body['name']}")
+                    self._reply(200, {"full_name": f"{body['catalog_name']}.{body['name']}"})
+                elif path.endswith("/unity-catalog/volumes"):
+                    full_name = f"{body['catalog_name']}.{body['schema_name']}.{body['name']}"
+                    stand_in.volumes.add(full_name)
+                    self._reply(200, {"full_name": full_name})
                 else:
                     self._reply(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": self.path})
 

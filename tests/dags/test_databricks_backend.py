@@ -16,6 +16,13 @@ from tests.dags.conftest import DAG_ID, run_dag, upload_seed
 from tests.dags.databricks_stand_in import JobsApiStandIn
 
 WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
+# The README's new_cluster example: DBR 15.4 LTS, Unity Catalog through the dedicated (single-user) access mode.
+NEW_CLUSTER = {
+    "spark_version": "15.4.x-scala2.12",
+    "node_type_id": "n2-highmem-4",
+    "num_workers": 1,
+    "data_security_mode": "DATA_SECURITY_MODE_DEDICATED",
+}
 
 
 @pytest.fixture
@@ -34,7 +41,7 @@ def databricks(spark, airflow_db, pipeline_env, monkeypatch):
 @pytest.mark.parametrize(("compute", "cluster_starts"), [("serverless", 0), ("new_cluster", 2)])
 def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypatch, compute, cluster_starts):
     monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", compute)
-    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps({"spark_version": "15.4.x-scala2.12"}))
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps(NEW_CLUSTER))
     upload_seed(gcs)
 
     outcome = run_dag()
@@ -62,7 +69,7 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
         assert payload["idempotency_token"] == idempotency_token("order-tracking", DAG_ID, outcome.run_id, job, 0, 0)
     if compute == "serverless":
         assert stage[0]["environments"] == [
-            {"environment_key": "order_tracking_jobs", "spec": {"client": "2", "dependencies": [WHEEL]}}
+            {"environment_key": "order_tracking_jobs", "spec": {"environment_version": "2", "dependencies": [WHEEL]}}
         ]
     else:
         assert stage_task["libraries"] == [{"whl": WHEEL}]
@@ -70,6 +77,9 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
         sum("new_cluster" in task for payload in databricks.submissions for task in payload["tasks"]) == cluster_starts
     )
 
+    # Every body sent passed the SDK's types (none was refused), and no run outlives its Airflow task.
+    assert databricks.refused == []
+    assert {payload["timeout_seconds"] for payload in databricks.submissions} == {str(120 * 60)}
     assert spark.table(f"{databricks.schema}.orders").count() == 23
     assert len(gcs.names("archive/")) == len(SEED_FILES)
     assert gcs.names("input/") == []
@@ -154,9 +164,10 @@ def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):
 
 
 def test_killing_the_task_cancels_its_databricks_run(databricks):
+    from order_tracking_load.settings import load_settings
     from order_tracking_load.spark_backends import DatabricksSparkJobOperator
 
-    operator = DatabricksSparkJobOperator(task_id="merge_orders", run_spec={"tasks": []}, deployment="test")
+    operator = DatabricksSparkJobOperator(task_id="merge_orders", run_spec={"tasks": []}, settings=load_settings())
     operator.run_id = 42
 
     operator.on_kill()
@@ -210,3 +221,71 @@ def test_no_credential_reaches_logs_xcom_or_rendered_fields(spark, gcs, databric
     for secret in (FAKE_TOKEN, FAKE_KEY_MATERIAL):
         leaks = {where: sum(secret in text for text in texts) for where, texts in searched.items()}
         assert leaks == dict.fromkeys(searched, 0), secret
+
+
+def test_an_unreadable_run_is_never_submitted_twice_and_only_a_run_that_does_not_exist_is(
+    spark, gcs, databricks, monkeypatch
+):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    # Stage: runs/get answers 503 for 6 calls while the run goes on. The first try fails after the hook's
+    # 3; the second try cannot read it either (3 more): the run may still be going, so that try fails
+    # without submitting; the third re-attaches. Merge: after the first try's 3 answers of 503, the run
+    # does not exist (the API's 400 "Run … does not exist"): the second try submits a fresh run.
+    databricks.unreachable_gets = 6
+    databricks.script["stage_orders"] = ["UNREACHABLE"]
+    databricks.script["merge_orders"] = ["GONE"]
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "merge_orders", "merge_orders"]
+    stage_tokens = {payload["idempotency_token"] for payload in databricks.submitted("stage_orders")}
+    assert stage_tokens == {idempotency_token("order-tracking", DAG_ID, outcome.run_id, "stage_orders", 0, 0)}
+    assert [status for run_id, status in databricks.get_answers if run_id == 1][:6] == [503] * 6
+    assert (2, 400) in databricks.get_answers
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    assert len(gcs.names("archive/")) == len(SEED_FILES)
+
+
+def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
+    spark, gcs, monkeypatch, airflow_db, pipeline_env, tmp_path
+):
+    # The README's OAuth service principal (client id and secret, "service_principal_oauth": true) over
+    # HTTPS, OpenLineage's parent-job injection on, and a stage run whose runs/get-output has no logs.
+    with JobsApiStandIn(tls=True) as databricks:
+        schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
+        spark.sql(f"CREATE SCHEMA {schema}")
+        monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
+        monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json(service_principal_oauth=True))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", databricks.ca_file)
+        monkeypatch.setenv("AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO", "true")
+        monkeypatch.setenv(
+            "AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps({"type": "file", "log_file_path": str(tmp_path / "ol.json")})
+        )
+        databricks.script["stage_orders"] = ["EMPTY_LOGS"]
+        upload_seed(gcs)
+
+        outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert databricks.refused == []
+    # OAuth: every API call carried a token the token endpoint issued for the client id and secret.
+    assert databricks.access_tokens
+    assert databricks.authorizations == {f"Bearer {token}" for token in databricks.access_tokens}
+    # OpenLineage's context reached both jobs' named parameters, and they ran.
+    for job in ("stage_orders", "merge_orders"):
+        (payload,) = databricks.submitted(job)
+        context = json.loads(payload["tasks"][0]["python_wheel_task"]["named_parameters"]["OPENLINEAGE_CONTEXT"])
+        assert context["parent"]["job"]["name"] == f"{DAG_ID}.{job}"
+    # The stage's empty output: one batch_report run read the figures back, which the archive used.
+    (report,) = databricks.submitted("batch_report")
+    assert report["tasks"][0]["python_wheel_task"]["named_parameters"] == {
+        "job": "stage_orders",
+        "batch-id": gcs_files.batch_key(outcome.run_id),
+        "audit-table": f"{schema}.orders_load_audit",
+    }
+    assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "batch_report", "merge_orders"]
+    assert spark.table(f"{schema}.orders").count() == 23
+    assert len(gcs.names("archive/")) == len(SEED_FILES)

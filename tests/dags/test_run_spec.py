@@ -10,6 +10,7 @@ from order_tracking_load.run_spec import build_run_spec, command_line, idempoten
 from order_tracking_load.settings import load_settings
 
 WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
+NEW_CLUSTER = {"spark_version": "15.4.x-scala2.12", "num_workers": 1, "data_security_mode": "SINGLE_USER"}
 
 
 @pytest.fixture
@@ -22,6 +23,7 @@ def test_serverless_spec_runs_the_wheel_entry_point_with_named_parameters(settin
     spec = build_run_spec("stage_orders", {"batch-id": "b1", "manifest": "gs://x/m.json"}, settings)
     assert spec == {
         "run_name": "order_tracking.stage_orders",
+        "timeout_seconds": 7200,
         "tasks": [
             {
                 "task_key": "stage_orders",
@@ -33,7 +35,9 @@ def test_serverless_spec_runs_the_wheel_entry_point_with_named_parameters(settin
                 "environment_key": "order_tracking_jobs",
             }
         ],
-        "environments": [{"environment_key": "order_tracking_jobs", "spec": {"client": "2", "dependencies": [WHEEL]}}],
+        "environments": [
+            {"environment_key": "order_tracking_jobs", "spec": {"environment_version": "2", "dependencies": [WHEEL]}}
+        ],
     }
     assert command_line(spec) == ("stage-orders", ["--batch-id=b1", "--manifest=gs://x/m.json"])
 
@@ -43,10 +47,10 @@ def test_cluster_computes_attach_the_wheel_as_a_library(settings):
         "merge_orders", {}, dataclasses.replace(settings, compute="existing_cluster", cluster_id="c-1")
     )
     new = build_run_spec(
-        "merge_orders", {}, dataclasses.replace(settings, compute="new_cluster", new_cluster={"num_workers": 1})
+        "merge_orders", {}, dataclasses.replace(settings, compute="new_cluster", new_cluster=NEW_CLUSTER)
     )
     assert existing["tasks"][0]["existing_cluster_id"] == "c-1"
-    assert new["tasks"][0]["new_cluster"] == {"num_workers": 1}
+    assert new["tasks"][0]["new_cluster"] == NEW_CLUSTER
     assert existing["tasks"][0]["libraries"] == new["tasks"][0]["libraries"] == [{"whl": WHEEL}]
     assert "environments" not in existing
     assert "environments" not in new
@@ -97,3 +101,100 @@ def test_the_load_summary_names_each_figure_the_job_produced():
     assert summary_line("stage_orders", JobMetrics(result="succeeded", batch_id="b", rows_read=5)) == (
         "stage_orders loaded batch b (0 files): read 5"
     )
+
+
+@pytest.mark.parametrize("compute", ["serverless", "existing_cluster", "new_cluster"])
+def test_every_spec_is_what_the_jobs_api_takes(settings, compute):
+    # The Databricks SDK's own types for runs/submit: no unknown, deprecated or mistyped field, none missing.
+    from databricks.sdk.service.jobs import JobsAPI
+
+    from tests.dags.databricks_api import refusals
+
+    changed = dataclasses.replace(settings, compute=compute, cluster_id="c-1", new_cluster=NEW_CLUSTER)
+    for job in ("stage_orders", "merge_orders", "batch_report"):
+        assert refusals(JobsAPI.submit, build_run_spec(job, {"batch-id": "b1"}, changed)) == []
+    # The check refuses what Databricks deprecated or never defined.
+    old = {
+        "tasks": [{"task_key": "t", "environment_key": "e"}],
+        "environments": [{"environment_key": "e", "spec": {"client": "2"}}],
+    }
+    assert refusals(JobsAPI.submit, old) == [
+        "submit.environments[0].spec.client: Environment documents it as deprecated or replaced"
+    ]
+
+
+def test_the_workspace_may_be_given_as_the_connections_url(monkeypatch):
+    from order_tracking_load.tasks import target_table_asset
+
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_WORKSPACE", "https://1234567890.1.gcp.databricks.com/")
+    settings = load_settings()
+    assert settings.databricks_workspace == "1234567890.1.gcp.databricks.com"
+    assert target_table_asset(settings).uri == "databricks://1234567890.1.gcp.databricks.com/main/order_tracking/orders"
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_WORKSPACE", "https://")
+    with pytest.raises(ValueError, match=r"must be a host or https://host"):
+        load_settings()
+
+
+def test_serverless_refuses_a_wheel_it_cannot_install(monkeypatch):
+    monkeypatch.setenv("ORDER_TRACKING_WHEEL_URI", "gs://artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl")
+    with pytest.raises(ValueError, match="must be a /Volumes/ or /Workspace/ path"):
+        load_settings()
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", "existing_cluster")
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "c-1")
+    assert load_settings().wheel_uri.startswith("gs://")  # a cluster library may come from the bucket
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless")
+    monkeypatch.setenv("ORDER_TRACKING_SERVERLESS_ENVIRONMENT_VERSION", "1")
+    monkeypatch.setenv("ORDER_TRACKING_WHEEL_URI", WHEEL)
+    with pytest.raises(ValueError, match=r"environment 1 runs Python 3\.10"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "refused"),
+    [
+        ({"spark_version": "15.4.x-scala2.12", "num_workers": 1}, "data_security_mode must be one of"),
+        ({**NEW_CLUSTER, "data_security_mode": "NONE"}, "data_security_mode must be one of"),
+        ({**NEW_CLUSTER, "data_security_mode": "LEGACY_SINGLE_USER"}, "data_security_mode must be one of"),
+        ({**NEW_CLUSTER, "spark_version": "14.3.x-scala2.12"}, "15.4 or later"),
+        ({**NEW_CLUSTER, "spark_version": "latest"}, "15.4 or later"),
+    ],
+)
+def test_a_new_cluster_must_reach_unity_catalog_on_a_supported_runtime(monkeypatch, cluster, refused):
+    import json
+
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", "new_cluster")
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps(cluster))
+    with pytest.raises(ValueError, match=refused):
+        load_settings()
+
+
+def test_the_unity_catalog_access_modes_are_the_sdks_own():
+    from databricks.sdk.service.compute import DataSecurityMode
+
+    from order_tracking_load.settings import UNITY_CATALOG_ACCESS_MODES
+
+    legacy = {mode.value for mode in DataSecurityMode if mode.value.startswith("LEGACY_") or mode.value == "NONE"}
+    assert set(UNITY_CATALOG_ACCESS_MODES) == {mode.value for mode in DataSecurityMode} - legacy
+
+
+def test_a_repaired_run_reports_its_latest_attempt_and_only_a_missing_run_is_gone():
+    from airflow.providers.common.compat.sdk import AirflowException
+    from airflow.providers.databricks.exceptions import DatabricksApiError
+
+    from order_tracking_load.spark_backends import run_is_gone, task_run
+
+    run = {
+        "run_id": 7,
+        "tasks": [
+            {"run_id": 70, "task_key": "stage_orders", "attempt_number": 0},
+            {"run_id": 72, "task_key": "stage_orders", "attempt_number": 2},
+            {"run_id": 71, "task_key": "stage_orders", "attempt_number": 1},
+        ],
+    }
+    assert task_run(run, "stage_orders")["run_id"] == 72
+    assert task_run({"run_id": 8}, "stage_orders") == {"run_id": 8}
+    assert run_is_gone(DatabricksApiError("Run 7 not found", http_status_code=404))
+    assert run_is_gone(DatabricksApiError('{"message": "Run 7 does not exist."}', http_status_code=400))
+    assert not run_is_gone(DatabricksApiError("bad request", http_status_code=400))
+    assert not run_is_gone(DatabricksApiError("unavailable", http_status_code=503))
+    assert not run_is_gone(AirflowException("API requests to Databricks failed 3 times"))

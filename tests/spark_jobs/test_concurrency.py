@@ -116,7 +116,7 @@ def test_key_range_bounds_are_values_not_sql_text(spark):
 
 
 def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
-    from delta.exceptions.base import ConcurrentAppendException
+    from delta.exceptions import ConcurrentAppendException
 
     monkeypatch.setattr("spark_jobs.tables.time.sleep", lambda seconds: None)
     calls = []

@@ -1,0 +1,75 @@
+"""Report job: a batch's figures, read back from the audit record its stage or merge job wrote.
+
+    python -m spark_jobs.batch_report --job stage_orders|merge_orders --batch-id ID --audit-table T
+
+Airflow runs it when a Databricks run succeeded but its output lost the metrics line (``runs/get-output``
+can return empty or cut logs): the task then takes the figures the job committed, and never fails a load
+that succeeded. It prints the same metrics line the job would have, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spark_jobs.cli import OrderLoadError, parse_job_args, run_job
+from spark_jobs.load import read_audit
+from spark_jobs.tables import check_batch_id
+
+# The audit statuses that say a job of the batch succeeded: a merged batch was staged first.
+SUCCEEDED_STATUSES = {"stage_orders": ("staged", "merged"), "merge_orders": ("merged",)}
+# The figures each job reports (the merge reports the stage's too, as the merge job does).
+_STAGE_FIGURES = ("files", "rows_read", "rows_rejected", "files_rejected", "files_redelivered")
+_FIGURES = {
+    "stage_orders": (*_STAGE_FIGURES, "rows_collapsed", "rows_staged"),
+    "merge_orders": (
+        *_STAGE_FIGURES,
+        "rows_collapsed",
+        "rows_staged",
+        "rows_inserted",
+        "rows_updated",
+        "rows_skipped_stale",
+        "rows_unchanged",
+        "history_rows_inserted",
+        "target_version",
+    ),
+}
+
+
+def batch_report(spark, job: str, batch_id: str, audit_table: str) -> dict:
+    """The figures ``job`` committed for the batch; OrderLoadError when the audit says it did not succeed."""
+    check_batch_id(batch_id)
+    record = read_audit(spark, audit_table, batch_id)
+    if record is None:
+        raise OrderLoadError(f"batch {batch_id} has no audit record in {audit_table}")
+    if record.get("status") not in SUCCEEDED_STATUSES[job]:
+        raise OrderLoadError(
+            f"batch {batch_id}: the audit record says {record.get('status')!r}, so {job} did not succeed: "
+            f"{record.get('error') or 'no error recorded'}"
+        )
+    return {"batch_id": batch_id, **{name: record.get(name) for name in _FIGURES[job]}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the report job's command line."""
+    parser = argparse.ArgumentParser(prog="batch_report", description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, choices=sorted(SUCCEEDED_STATUSES))
+    parser.add_argument("--batch-id", required=True)
+    parser.add_argument("--audit-table", required=True)
+    return parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = parse_args(argv)
+
+    def job() -> dict:
+        from spark_jobs.session import get_spark
+
+        return batch_report(get_spark("batch_report"), args.job, args.batch_id, args.audit_table)
+
+    return run_job(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
