@@ -24,6 +24,7 @@ def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
     for name in INJECTED_PARAMETERS:
         parser.add_argument(f"--{name}", dest=name.lower(), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    configure_logging()
     for name in INJECTED_PARAMETERS:
         value = getattr(args, name.lower())
         if value is not None:
@@ -49,6 +50,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def configure_logging() -> None:
+    """The jobs log to stderr (stdout carries the metrics line); a second call changes nothing."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def run_job(job: Callable[[], dict]) -> int:
     """Run a job; print its metrics as the last stdout line and return 0; on failure, exit 1.
 
@@ -56,7 +62,7 @@ def run_job(job: Callable[[], dict]) -> int:
     returning 1: Databricks calls a wheel's entry point as a function and ignores what it returns, so
     only an exit (or an exception) fails the run.
     """
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         metrics = job()
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id

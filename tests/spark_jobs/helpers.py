@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from pyspark.errors import PySparkException
@@ -59,3 +60,19 @@ def refusing_options(allowed: set[str], refused: list[str]):
         set_option(self, key, value)
 
     return set_or_refuse
+
+
+def refusing_reads(allowed: set[str], refused: list[str]):
+    """A ``RuntimeConfig.get`` refusing, to the job code, every key but ``allowed``, as serverless compute
+    refuses reads of the options it does not expose; notes each refused. PySpark's own reads still work."""
+    get_option = RuntimeConfig.get
+    job_code = str(Path(__file__).resolve().parents[2] / "spark_jobs")
+
+    def get_or_refuse(self, key, *default):
+        caller = inspect.stack()[1].filename
+        if key not in allowed and caller.startswith(job_code):
+            refused.append(key)
+            raise PySparkException(message=f"[CONFIG_NOT_AVAILABLE] Configuration {key} is not available.")
+        return get_option(self, key, *default)
+
+    return get_or_refuse

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.conf import RuntimeConfig
 
 from tests.conftest import SEED_FILES
-from tests.spark_jobs.helpers import HEADER, load_batch, read, refusing_options, write_csv
+from tests.spark_jobs.helpers import HEADER, load_batch, read, refusing_options, refusing_reads, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = "connect-1"
@@ -70,6 +70,7 @@ def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(s
 
     classic = _classic(spark, tmp_path / "classic", files)
     refused: list[str] = []
+    refused_reads: list[str] = []
     with monkeypatch.context() as serverless:
 
         def refuse_persist(self, *args, **kwargs):
@@ -77,9 +78,15 @@ def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(s
 
         serverless.setattr(DataFrame, "persist", refuse_persist)
         serverless.setattr(RuntimeConfig, "set", refusing_options(_SERVERLESS_OPTIONS, refused))
+        serverless.setattr(RuntimeConfig, "get", refusing_reads(_SERVERLESS_OPTIONS, refused_reads))
         unkept = _classic(spark, tmp_path / "unkept", files)
     # The stage asks to keep its rows uncompressed, is refused, and reads the files again instead.
     assert refused == ["spark.sql.inMemoryColumnarStorage.compressed"]
+    # Reading options serverless does not expose is refused too; the jobs go on with the defaults.
+    assert set(refused_reads) == {
+        "spark.sql.inMemoryColumnarStorage.compressed",
+        "spark.sql.parser.escapedStringLiterals",
+    }
     run = subprocess.run(
         [sys.executable, "-m", "tests.spark_jobs.connect_run", str(tmp_path / "connect"), BATCH, *map(str, files)],
         cwd=REPO,
