@@ -19,7 +19,7 @@ OLDEST_VENV := .venv-$(OLDEST_RUNTIME)
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_JARS := .jars-$(OLDEST_RUNTIME)
 
-.PHONY: venv jars tools test test-oldest-runtime lint format wheel demo compose-check bench bench-smoke clean
+.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -86,6 +86,9 @@ wheel: venv ## dist/order_tracking_spark_jobs-*.whl, with the stage-orders and m
 	rm -rf dist build
 	$(PY) -m build --wheel --outdir dist . >/dev/null
 	@ls dist/*.whl
+
+deploy: venv ## the wheel, at a version of its own, into a Unity Catalog volume (Databricks SDK auth; prints ORDER_TRACKING_WHEEL_URI)
+	$(PY) scripts/deploy.py
 
 demo: venv jars ## the whole DAG, offline, on the seed data (GCS emulator, local Spark, airflow dags test)
 	$(PY) scripts/demo.py

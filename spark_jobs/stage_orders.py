@@ -33,7 +33,6 @@ from spark_jobs.session import spark_conf
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
     FILE_LOADED,
-    FIRST_RECORD_ID,
     collapse_to_latest,
     parse_orders,
     record_counts,
@@ -52,7 +51,6 @@ _KEPT_UNCOMPRESSED = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
 _ROW_SOURCES = T.StructType(
     [
         T.StructField(SOURCE_FILE, T.StringType()),
-        T.StructField(FIRST_RECORD_ID, T.LongType()),
         T.StructField(FILE_LOADED, T.BooleanType()),
     ]
 )

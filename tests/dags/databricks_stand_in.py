@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from databricks.sdk.service.catalog import SchemasAPI, VolumesAPI
 from databricks.sdk.service.jobs import JobsAPI
@@ -342,7 +342,7 @@ class JobsApiStandIn:
 
             def _query(self) -> tuple[str, dict]:
                 url = urlparse(self.path)
-                return url.path, {key: values[0] for key, values in parse_qs(url.query).items()}
+                return unquote(url.path), {key: values[0] for key, values in parse_qs(url.query).items()}
 
             def do_GET(self) -> None:
                 if not self._authorize():
@@ -375,9 +375,14 @@ class JobsApiStandIn:
             def do_PUT(self) -> None:
                 if not self._authorize():
                     return
-                path, _ = self._query()
-                if path.startswith("/api/2.0/fs/files/Volumes/"):
-                    stand_in.files[path[len("/api/2.0/fs/files") :]] = self._body()
+                path, query = self._query()
+                file_path = path[len("/api/2.0/fs/files") :]
+                if path.startswith("/api/2.0/fs/files/Volumes/") and (
+                    file_path in stand_in.files and query.get("overwrite") != "true"
+                ):
+                    self._reply(409, {"error_code": "ALREADY_EXISTS", "message": f"{file_path} exists"})
+                elif path.startswith("/api/2.0/fs/files/Volumes/"):
+                    stand_in.files[file_path] = self._body()
                     self._reply(204, b"")
                 elif path.startswith("/api/2.0/fs/directories/"):
                     self._reply(204, b"")

@@ -1,0 +1,96 @@
+"""A record's file and line number are its file's own, whatever Spark's packing of files into partitions.
+
+Record ids come from ``monotonically_increasing_id``, which depends on how files are packed into
+partitions. Where the compute keeps no rows (serverless refuses ``persist``), each action reads the
+files again and may pack them otherwise (another parallelism after autoscaling, another size mix): the
+staged and rejected rows must still be the same, line for line.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame
+
+import spark_jobs.stage_orders as stage_module
+from spark_jobs.session import spark_conf
+from spark_jobs.stage_orders import stage_orders
+from tests.spark_jobs.helpers import HEADER, read, write_csv
+
+# One partition per file, whatever its size: another packing than the default (every small file in one).
+_FILE_PER_PARTITION = {"spark.sql.files.maxPartitionBytes": "1", "spark.sql.files.openCostInBytes": "1"}
+_RUN_COLUMNS = {"_ingested_at", "rejected_at", "_batch_id", "batch_id", "_superseded_events"}
+
+
+def _files(directory):
+    """Four small files; the same keys recur across them with equal times, so the tie-break (file, line) counts."""
+    files = []
+    for n in range(4):
+        rows = [
+            f"{n}{i},K{i % 5},2023-01-01,,Shipped,addr {n}-{i},2023-01-0{1 + i % 3} 10:00:00\n" for i in range(6 + n)
+        ]
+        rows.insert(2 + n, f"not-a-number,K9,2023-01-01,,Shipped,bad {n},2023-01-01 10:00:00\n")
+        files.append(write_csv(directory, f"part_{n}.csv", HEADER + "".join(rows)))
+    return files
+
+
+def _stage(spark, root, files, batch="identity") -> tuple[list, list]:
+    stage_orders(spark, [{"uri": str(f)} for f in files], batch, f"{root}/staging", f"{root}/rejects", 0.5)
+
+    def rows(table):
+        frame = read(spark, table)
+        kept = [c for c in frame.columns if c not in _RUN_COLUMNS]
+        return sorted(tuple(row) for row in frame.select(*kept).collect())
+
+    return rows(f"{root}/staging"), rows(f"{root}/rejects")
+
+
+def _refuse_persist(self, *args, **kwargs):
+    raise PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
+
+
+def test_staged_and_rejected_rows_do_not_depend_on_partition_packing(spark, tmp_path, monkeypatch):
+    files = _files(tmp_path / "in")
+    staged, rejected = _stage(spark, tmp_path / "baseline", files)
+
+    # The rejected rows sit on line 4 + n of file n (the header is line 1).
+    assert [(row[0].rsplit("/", 1)[1], row[1]) for row in rejected] == [(f"part_{n}.csv", 4 + n) for n in range(4)]
+    assert len(staged) == 5  # keys K0..K4
+
+    with spark_conf(spark, _FILE_PER_PARTITION):
+        assert _stage(spark, tmp_path / "file-per-partition", files) == (staged, rejected)
+    assert _stage(spark, tmp_path / "reversed", list(reversed(files))) == (staged, rejected)
+
+    # No rows kept, and the files packed otherwise after the counting action than during it.
+    counted = stage_module.record_counts
+
+    def count_then_repack(parsed: DataFrame) -> DataFrame:
+        counts = counted(parsed)
+        frame = parsed.sparkSession.createDataFrame(counts.collect(), counts.schema)
+        for key, value in _FILE_PER_PARTITION.items():
+            parsed.sparkSession.conf.set(key, value)
+        return frame
+
+    with monkeypatch.context() as serverless:
+        serverless.setattr(DataFrame, "persist", _refuse_persist)
+        serverless.setattr(stage_module, "record_counts", count_then_repack)
+        try:
+            unkept = _stage(spark, tmp_path / "unkept-repacked", files)
+        finally:
+            for key in _FILE_PER_PARTITION:
+                spark.conf.unset(key)
+    assert unkept == (staged, rejected)
+
+
+@pytest.mark.parametrize("files_per_partition", [False, True])
+def test_the_line_number_is_the_records_position_in_its_file(spark, tmp_path, files_per_partition):
+    files = _files(tmp_path / "in")
+    with spark_conf(spark, _FILE_PER_PARTITION if files_per_partition else {}):
+        staged, _ = _stage(spark, tmp_path / "t", files)
+    columns = read(spark, str(tmp_path / "t" / "staging")).columns
+    kept = [c for c in columns if c not in _RUN_COLUMNS]
+    source, line, address = kept.index("_source_file"), kept.index("_line_number"), kept.index("address")
+    for row in staged:
+        n, i = (int(part) for part in row[address].removeprefix("addr ").split("-"))
+        assert row[source].endswith(f"part_{n}.csv")
+        assert row[line] == 2 + i + (1 if i >= 2 + n else 0)  # the rejected row sits before it in the file
