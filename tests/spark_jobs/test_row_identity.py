@@ -8,17 +8,15 @@ staged and rejected rows must still be the same, line for line.
 
 from __future__ import annotations
 
-import pytest
+from functools import reduce
+
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 
 import spark_jobs.stage_orders as stage_module
-from spark_jobs.session import spark_conf
 from spark_jobs.stage_orders import stage_orders
 from tests.spark_jobs.helpers import HEADER, read, write_csv
 
-# One partition per file, whatever its size: another packing than the default (every small file in one).
-_FILE_PER_PARTITION = {"spark.sql.files.maxPartitionBytes": "1", "spark.sql.files.openCostInBytes": "1"}
 _RUN_COLUMNS = {"_ingested_at", "rejected_at", "_batch_id", "batch_id", "_superseded_events"}
 
 
@@ -57,36 +55,32 @@ def test_staged_and_rejected_rows_do_not_depend_on_partition_packing(spark, tmp_
     assert [(row[0].rsplit("/", 1)[1], row[1]) for row in rejected] == [(f"part_{n}.csv", 4 + n) for n in range(4)]
     assert len(staged) == 5  # keys K0..K4
 
-    with spark_conf(spark, _FILE_PER_PARTITION):
-        assert _stage(spark, tmp_path / "file-per-partition", files) == (staged, rejected)
     assert _stage(spark, tmp_path / "reversed", list(reversed(files))) == (staged, rejected)
 
-    # No rows kept, and the files packed otherwise after the counting action than during it.
-    counted = stage_module.record_counts
+    # No rows kept, and the counting action packs the files otherwise than the writes do: there, each file
+    # is read by a scan of its own, last file first, so every file starts a partition of its own.
+    parse_batch, record_counts = stage_module.parse_batch, stage_module.record_counts
+    batch_files = []
 
-    def count_then_repack(parsed: DataFrame) -> DataFrame:
-        counts = counted(parsed)
-        frame = parsed.sparkSession.createDataFrame(counts.collect(), counts.schema)
-        for key, value in _FILE_PER_PARTITION.items():
-            parsed.sparkSession.conf.set(key, value)
-        return frame
+    def remember_files(spark, files):
+        batch_files[:] = files
+        return parse_batch(spark, files)
+
+    def count_packed_otherwise(parsed: DataFrame) -> DataFrame:
+        scans = [parse_batch(parsed.sparkSession, [item]) for item in reversed(batch_files)]
+        return record_counts(reduce(DataFrame.unionByName, scans))
 
     with monkeypatch.context() as serverless:
         serverless.setattr(DataFrame, "persist", _refuse_persist)
-        serverless.setattr(stage_module, "record_counts", count_then_repack)
-        try:
-            unkept = _stage(spark, tmp_path / "unkept-repacked", files)
-        finally:
-            for key in _FILE_PER_PARTITION:
-                spark.conf.unset(key)
+        serverless.setattr(stage_module, "parse_batch", remember_files)
+        serverless.setattr(stage_module, "record_counts", count_packed_otherwise)
+        unkept = _stage(spark, tmp_path / "unkept-repacked", files)
     assert unkept == (staged, rejected)
 
 
-@pytest.mark.parametrize("files_per_partition", [False, True])
-def test_the_line_number_is_the_records_position_in_its_file(spark, tmp_path, files_per_partition):
+def test_the_line_number_is_the_records_position_in_its_file(spark, tmp_path):
     files = _files(tmp_path / "in")
-    with spark_conf(spark, _FILE_PER_PARTITION if files_per_partition else {}):
-        staged, _ = _stage(spark, tmp_path / "t", files)
+    staged, _ = _stage(spark, tmp_path / "t", files)
     columns = read(spark, str(tmp_path / "t" / "staging")).columns
     kept = [c for c in columns if c not in _RUN_COLUMNS]
     source, line, address = kept.index("_source_file"), kept.index("_line_number"), kept.index("address")
