@@ -91,14 +91,17 @@ def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
     if size == 0:
         return 0, b""
     # Java 8 APIs only: classic clusters before DBR 16 run JDK 8 (``InputStream.readNBytes`` is Java 11).
-    # py4j passes byte arrays by value, so the head is copied into a JVM buffer whose array is returned.
-    head = jvm.java.io.ByteArrayOutputStream(min(size, HEAD_BYTES))
+    # py4j passes byte arrays by value, so the head is read into a JVM buffer through a channel (NIO, Java
+    # 1.4), whose array comes back as bytes; a read returns what the stream has, so it loops until full.
+    head = jvm.java.nio.ByteBuffer.allocate(min(size, HEAD_BYTES))
     stream = fs.open(hadoop_path)
     try:
-        jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, head, min(size, HEAD_BYTES), False)
+        channel = jvm.java.nio.channels.Channels.newChannel(stream)
+        while head.hasRemaining() and channel.read(head) >= 0:
+            pass
     finally:
         stream.close()
-    return size, bytes(head.toByteArray())
+    return size, bytes(head.array())[: head.position()]
 
 
 def _read_head_spark(spark: SparkSession, path: str) -> tuple[int, bytes]:

@@ -5,6 +5,7 @@ Every function takes and returns DataFrames and uses built-in Spark functions on
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 from functools import reduce
 
@@ -127,7 +128,7 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     value = {name: F.col(name) for name in ORDER_COLUMNS}
     # What every reason below checks, as one condition, so that a valid row builds no reasons array.
     valid = reduce(
-        Column.__and__,
+        operator.and_,  # Column.__and__ is the classic Column's on PySpark 3.5, even for a Connect column
         [
             F.col(RAW_TEXT).isNull(),
             ~F.col(_CELLS_TEXT).contains("\ufffd"),

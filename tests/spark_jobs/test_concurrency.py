@@ -115,7 +115,7 @@ def test_key_range_bounds_are_values_not_sql_text(spark):
     assert [row["tracking_num"] for row in inside_sql] == ["a'b\\"]
 
 
-def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
+def test_a_conflicting_commit_is_tried_again_up_to_the_bound(spark, monkeypatch):  # PySpark 3.5 needs the JVM
     from delta.exceptions import ConcurrentAppendException
 
     monkeypatch.setattr("spark_jobs.tables.time.sleep", lambda seconds: None)
@@ -124,7 +124,7 @@ def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
     def conflicts_twice() -> str:
         calls.append(1)
         if len(calls) < 3:
-            raise ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND] injected")
+            raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND] injected", "no JVM stack: raised by the test")
         return "committed"
 
     assert retry_on_conflict(conflicts_twice, "test commit") == "committed"
@@ -132,7 +132,7 @@ def test_a_conflicting_commit_is_tried_again_up_to_the_bound(monkeypatch):
 
     def always_conflicts() -> str:
         calls.append(1)
-        raise ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND] injected")
+        raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND] injected", "no JVM stack: raised by the test")
 
     calls.clear()
     with pytest.raises(ConcurrentAppendException):

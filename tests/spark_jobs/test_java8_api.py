@@ -98,6 +98,8 @@ def jdk_calls_as_java(spark, calls: list[tuple]) -> list[str]:
         assert matched, f"no JVM member {name} of {runtime_class.getName()} takes {[_java_type(a) for a in args]}"
         for member in matched:
             owner = member.getDeclaringClass()
+            if name != "<init>" and not is_public(jvm, owner):
+                owner = public_declarer(jvm, runtime_class, member)
             if not owner.getName().startswith("java."):
                 continue
             arguments = ", ".join(f"({_source_name(p)}) {_default(p)}" for p in member.getParameterTypes())
@@ -108,6 +110,27 @@ def jdk_calls_as_java(spark, calls: list[tuple]) -> list[str]:
             else:
                 statements.append(f"(({_source_name(owner)}) null).{name}({arguments});")
     return statements
+
+
+def is_public(jvm, java_class) -> bool:
+    return bool(jvm.java.lang.reflect.Modifier.isPublic(java_class.getModifiers()))
+
+
+def public_declarer(jvm, runtime_class, method):
+    """The public class or interface through which code calls ``method`` of a non-public class."""
+    seen, queue = set(), [runtime_class]
+    while queue:
+        current = queue.pop(0)
+        if current is None or current.getName() in seen:
+            continue
+        seen.add(current.getName())
+        if is_public(jvm, current):
+            try:
+                return current.getMethod(method.getName(), method.getParameterTypes()).getDeclaringClass()
+            except Exception:  # noqa: BLE001 - py4j's NoSuchMethodException: this type does not declare it
+                pass
+        queue += [current.getSuperclass(), *current.getInterfaces()]
+    raise AssertionError(f"no public type of {runtime_class.getName()} declares {method.getName()}")
 
 
 def _default(parameter) -> str:
