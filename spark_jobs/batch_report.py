@@ -13,27 +13,15 @@ import argparse
 import sys
 
 from spark_jobs.cli import OrderLoadError, parse_job_args, run_job
+from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.load import read_audit
 from spark_jobs.tables import check_batch_id
 
 # The audit statuses that say a job of the batch succeeded: a merged batch was staged first.
 SUCCEEDED_STATUSES = {"stage_orders": ("staged", "merged"), "merge_orders": ("merged",)}
-# The figures each job reports (the merge reports the stage's too, as the merge job does).
-_STAGE_FIGURES = ("files", "rows_read", "rows_rejected", "files_rejected", "files_redelivered")
-_FIGURES = {
-    "stage_orders": (*_STAGE_FIGURES, "rows_collapsed", "rows_staged"),
-    "merge_orders": (
-        *_STAGE_FIGURES,
-        "rows_collapsed",
-        "rows_staged",
-        "rows_inserted",
-        "rows_updated",
-        "rows_skipped_stale",
-        "rows_unchanged",
-        "history_rows_inserted",
-        "target_version",
-    ),
-}
+# The figures each job reports: the stage's end at rows_staged; the merge reports them all, as the merge job does.
+_STAGED = ROW_COUNTS.index("rows_staged") + 1
+_FIGURES = {"stage_orders": ("files", *ROW_COUNTS[:_STAGED]), "merge_orders": ("files", *ROW_COUNTS)}
 
 
 def batch_report(spark, job: str, batch_id: str, audit_table: str) -> dict:
