@@ -113,7 +113,7 @@ def test_a_retry_after_a_failed_run_submits_a_fresh_run_that_loads(spark, gcs, d
     outcome = run_dag()
 
     assert outcome.state == "success", outcome.tasks
-    assert [run["outcome"] for run in databricks.runs.values()] == ["FAILED", "SUCCESS", "SUCCESS"]
+    assert [run["end"] for run in databricks.runs.values()] == ["FAILED", "SUCCESS", "SUCCESS"]
     assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "stage_orders", "merge_orders"]
     assert len({payload["idempotency_token"] for payload in databricks.submitted("stage_orders")}) == 2
     assert spark.table(f"{databricks.schema}.orders").count() == 23
@@ -146,7 +146,7 @@ def test_a_run_that_succeeds_with_a_failed_job_result_fails_the_task(gcs, databr
     assert outcome.state == "failed"
     assert outcome.tasks["stage_orders"] == "failed"
     assert outcome.tasks["merge_orders"] == "upstream_failed"
-    assert [run["outcome"] for run in databricks.runs.values()] == ["SUCCESS"]
+    assert [run["end"] for run in databricks.runs.values()] == ["SUCCESS"]
     assert gcs.names("archive/") == []
 
 
