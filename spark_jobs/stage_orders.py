@@ -71,7 +71,8 @@ def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
             groups[item.header].append(item.path)
     frames = [parse_orders(read_csv_records(spark, paths, header.cells), header) for header, paths in groups.items()]
     return (
-        reduce(DataFrame.unionByName, frames)
+        # Called on each frame: DataFrame.unionByName is the classic DataFrame's on PySpark 3.5, even on Connect.
+        reduce(lambda left, right: left.unionByName(right), frames)
         if frames
         else parse_orders(spark.createDataFrame([], _NO_RECORDS), EMPTY_FILE)
     )
