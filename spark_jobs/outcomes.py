@@ -98,14 +98,15 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
     return list(outcomes.values())
 
 
-def row_sources(outcomes: list[FileOutcome]) -> list[tuple[str, bool]]:
-    """(path, loaded) of the files whose rows are staged or rejected one by one.
+def row_sources(outcomes: list[FileOutcome], with_first_ids: bool) -> list[tuple]:
+    """(path, loaded), and the first record id the count saw if asked, of the files whose rows are staged
+    or rejected one by one.
 
     A file rejected for its header has no usable rows; one rejected for an unclosed quote still has
     its rejected rows recorded, the swallowing record among them.
     """
     return [
-        (outcome.file.path, outcome.loaded)
+        (outcome.file.path, outcome.loaded, *([outcome.first_record_id] if with_first_ids else []))
         for outcome in outcomes
         if outcome.first_record_id is not None and not outcome.file.header.error
     ]

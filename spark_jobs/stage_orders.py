@@ -33,6 +33,7 @@ from spark_jobs.session import spark_conf
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
 from spark_jobs.transform import (
     FILE_LOADED,
+    FIRST_RECORD_ID,
     collapse_to_latest,
     parse_orders,
     record_counts,
@@ -48,12 +49,13 @@ STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
 # The parsed rows are kept for the job's minute or so: compressing them costs more CPU than the local
 # disk it saves (read when the cache is first filled, so it holds for the whole block).
 _KEPT_UNCOMPRESSED = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
-_ROW_SOURCES = T.StructType(
+_ROW_FILES = T.StructType(
     [
         T.StructField(SOURCE_FILE, T.StringType()),
         T.StructField(FILE_LOADED, T.BooleanType()),
     ]
 )
+_ROW_SOURCES = T.StructType([*_ROW_FILES.fields, T.StructField(FIRST_RECORD_ID, T.LongType())])
 _NO_RECORDS = T.StructType(
     [
         T.StructField(SOURCE_FILE, T.StringType()),
@@ -186,24 +188,27 @@ def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_ta
 
 
 @contextmanager
-def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[DataFrame]:
-    """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions.
+def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[tuple[DataFrame, bool]]:
+    """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions; and
+    whether they are kept.
 
     Counting, rejecting and staging then reuse the same parsed rows: no file is read twice, and the
     record ids the line numbers come from are those of that one read. Where the compute refuses to keep
     rows (Databricks serverless has no ``persist`` and few settable options), each action reads the
-    files again: the same files in the same order give the same record ids, at the cost of the reads.
+    files again, and may pack them into partitions otherwise: record ids then hold only within an action.
     """
     parsed = parse_batch(spark, files)
-    with ExitStack() as kept:
+    kept = True
+    with ExitStack() as keeping:
         try:
-            kept.enter_context(spark_conf(spark, _KEPT_UNCOMPRESSED))
+            keeping.enter_context(spark_conf(spark, _KEPT_UNCOMPRESSED))
             parsed = parsed.persist(StorageLevel.DISK_ONLY)
-            kept.callback(parsed.unpersist)
+            keeping.callback(parsed.unpersist)
         except PySparkException as refused:
-            kept.close()
+            keeping.close()
+            kept = False
             LOG.warning("this compute keeps no parsed rows (%s); each action reads the batch's files again", refused)
-        yield parsed
+        yield parsed, kept
 
 
 def stage_orders(
@@ -225,11 +230,13 @@ def stage_orders(
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
     files = read_input_files(spark, inputs)
-    with parsed_once(spark, files) as parsed:
+    with parsed_once(spark, files) as (parsed, kept):
         outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
         record = stage_record(batch_id, outcomes, started_at)
         reasons = top_reasons(outcomes)
-        rows = with_line_numbers(parsed, spark.createDataFrame(row_sources(outcomes), _ROW_SOURCES))
+        # Kept rows keep the record ids the count saw; otherwise each write takes its files' first ids itself.
+        sources = row_sources(outcomes, with_first_ids=kept)
+        rows = with_line_numbers(parsed, spark.createDataFrame(sources, _ROW_SOURCES if kept else _ROW_FILES))
 
         # The re-delivery notes only go into the audit record: they are looked up while the batch is written.
         with ThreadPoolExecutor(max_workers=1) as side:

@@ -197,16 +197,19 @@ def record_counts(parsed: DataFrame) -> DataFrame:
 
 
 def with_line_numbers(parsed: DataFrame, files: DataFrame) -> DataFrame:
-    """The rows of ``files`` (``_source_file``, ``_file_loaded``), each with its line number in its file.
+    """The rows of ``files`` (``_source_file``, ``_file_loaded`` and maybe ``_first_record_id``), each with its
+    line number in its file.
 
     A record's id counts up by one per record within its file, from wherever Spark's packing of files
-    into partitions starts that file; the file's first id is taken in the same query, so the line number
-    is the file's own, whatever the packing of this read (where rows are not kept, each action reads the
-    files again and may pack them otherwise).
+    into partitions starts that file. Given the files' first ids (rows kept since they were counted, so
+    the ids cannot change), the line number is taken against them; without, against the first ids taken
+    in the same query, so that it is the file's own whatever the packing of this read (where rows are
+    not kept, each action reads the files again and may pack them otherwise).
     """
-    first_ids = parsed.groupBy(SOURCE_FILE).agg(F.min(RECORD_ID).alias(FIRST_RECORD_ID))
+    if FIRST_RECORD_ID not in files.columns:
+        files = parsed.groupBy(SOURCE_FILE).agg(F.min(RECORD_ID).alias(FIRST_RECORD_ID)).join(files, SOURCE_FILE)
     return (
-        parsed.join(F.broadcast(first_ids.join(files, SOURCE_FILE)), SOURCE_FILE)
+        parsed.join(F.broadcast(files), SOURCE_FILE)
         .withColumn(LINE_NUMBER, F.col(RECORD_ID) - F.col(FIRST_RECORD_ID) + 2)
         .drop(RECORD_ID, FIRST_RECORD_ID)
     )
