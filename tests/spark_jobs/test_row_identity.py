@@ -43,7 +43,11 @@ def _stage(spark, root, files, batch="identity") -> tuple[list, list]:
     return rows(f"{root}/staging"), rows(f"{root}/rejects")
 
 
+_REFUSED = []
+
+
 def _refuse_persist(self, *args, **kwargs):
+    _REFUSED.append(self)
     raise PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
 
 
@@ -71,10 +75,12 @@ def test_staged_and_rejected_rows_do_not_depend_on_partition_packing(spark, tmp_
         return record_counts(reduce(DataFrame.unionByName, scans))
 
     with monkeypatch.context() as serverless:
-        serverless.setattr(DataFrame, "persist", _refuse_persist)
+        # The session's own DataFrame class: on PySpark 4 the classic DataFrame overrides the abstract one's persist.
+        serverless.setattr(type(spark.range(1)), "persist", _refuse_persist)
         serverless.setattr(stage_module, "parse_batch", remember_files)
         serverless.setattr(stage_module, "record_counts", count_packed_otherwise)
         unkept = _stage(spark, tmp_path / "unkept-repacked", files)
+    assert len(_REFUSED) == 1  # the stage really kept no rows
     assert unkept == (staged, rejected)
 
 

@@ -76,7 +76,8 @@ def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(s
         def refuse_persist(self, *args, **kwargs):
             raise PySparkException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported.")
 
-        serverless.setattr(DataFrame, "persist", refuse_persist)
+        # The session's own DataFrame class: on PySpark 4 the classic DataFrame overrides the abstract one's persist.
+        serverless.setattr(type(spark.range(1)), "persist", refuse_persist)
         serverless.setattr(RuntimeConfig, "set", refusing_options(_SERVERLESS_OPTIONS, refused))
         serverless.setattr(RuntimeConfig, "get", refusing_reads(_SERVERLESS_OPTIONS, refused_reads))
         unkept = _classic(spark, tmp_path / "unkept", files)
