@@ -175,7 +175,6 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             ))  # fmt: skip
         super().__init__(json=run_spec, deferrable=True, **kwargs)
         self.settings = settings
-        self.deployment = settings.deployment
         self.target = target
         self._metrics: dict | None = None
 
@@ -191,7 +190,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
                 return reused
             attempt = int(earlier["attempt"]) + 1
         self.idempotency_token = idempotency_token(
-            self.deployment, self.dag_id, dag_run.run_id, self.task_id, clear_number, attempt
+            self.settings.deployment, self.dag_id, dag_run.run_id, self.task_id, clear_number, attempt
         )
         self.submit_job(context)
         if store is not None:
@@ -239,13 +238,13 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         spec = build_run_spec("batch_report", report_parameters(self.task_id, batch_id, self.settings), self.settings)
         dag_run = context["dag_run"]
         spec["idempotency_token"] = idempotency_token(
-            self.deployment, self.dag_id, dag_run.run_id, f"{self.task_id}.report", dag_run.clear_number or 0,
+            self.settings.deployment, self.dag_id, dag_run.run_id, f"{self.task_id}.report", dag_run.clear_number or 0,
             context["ti"].try_number,
         )  # fmt: skip
         run_id = self._hook.submit_run(spec)
-        while not (state := RunState(**self._hook.get_run(run_id)["state"])).is_terminal:
+        while not (state := RunState(**(run := self._hook.get_run(run_id))["state"])).is_terminal:
             time.sleep(self.polling_period_seconds)
-        output = self._hook.get_run_output(task_run(self._hook.get_run(run_id), "batch_report")["run_id"])
+        output = self._hook.get_run_output(task_run(run, "batch_report")["run_id"])
         metrics = JobMetrics.from_output(output.get("logs") or "")
         if not state.is_successful or metrics is None or not metrics.succeeded:
             raise AirflowException(
