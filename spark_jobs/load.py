@@ -14,6 +14,8 @@ from pyspark.sql import types as T
 from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
+    TableNotCreated,
+    is_path,
     last_commit,
     merge_into,
     read_table,
@@ -138,7 +140,11 @@ def _instant(micros: int) -> datetime:
 def create_table_if_absent(
     spark: SparkSession, identifier: str, schema: T.StructType, cluster_by: str | None = None
 ) -> None:
-    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` if given)."""
+    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` if given).
+
+    Raises ``TableNotCreated`` when a path is left without a Delta table (another creator's first
+    commit is under way, or the folder holds other files): ``retry_on_conflict`` tries again.
+    """
     columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema.fields)
     clustering = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
     properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
@@ -146,6 +152,8 @@ def create_table_if_absent(
         f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{clustering} "
         f"TBLPROPERTIES ({properties})"
     )
+    if is_path(identifier) and not table_exists(spark, identifier):
+        raise TableNotCreated(f"{identifier} holds files but no Delta table; CREATE TABLE IF NOT EXISTS left it so")
 
 
 def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:

@@ -32,8 +32,19 @@ COMMIT_CONFLICTS = tuple(
         "ProtocolChangedException",
     )
 )
-# Two writers creating one path table at once: the loser can find the folder before the first commit.
+# Two writers creating one table at once: the loser can find the folder before the first commit.
 _CREATION_RACES = frozenset({"DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"})
+
+
+class TableNotCreated(RuntimeError):
+    """``CREATE TABLE IF NOT EXISTS`` on a path left no Delta table there.
+
+    Delta takes an existing folder for an existing path table, so a creator that comes while
+    another's first commit is still being written does nothing; retried as a creation race. After
+    the last attempt the folder holds files that are not a Delta table, and this is the error.
+    """
+
+
 COMMIT_ATTEMPTS = 8
 _ESCAPED_LITERALS = "spark.sql.parser.escapedStringLiterals"
 _Result = TypeVar("_Result")
@@ -115,10 +126,17 @@ def retry_on_conflict(commit: Callable[[], _Result], what: str, attempts: int = 
 
 
 def _is_conflict(error: Exception) -> bool:
-    if isinstance(error, COMMIT_CONFLICTS):
+    if isinstance(error, (*COMMIT_CONFLICTS, TableNotCreated)):
         return True
-    condition = getattr(error, "getCondition", lambda: None)()
-    return condition in _CREATION_RACES
+    return error_condition(error) in _CREATION_RACES
+
+
+def error_condition(error: Exception) -> str | None:
+    """A Spark error's condition: ``getCondition`` on PySpark 4, ``getErrorClass`` on 3.5 (DBR 15.4)."""
+    for reader in ("getCondition", "getErrorClass"):
+        if callable(getattr(error, reader, None)):
+            return getattr(error, reader)()
+    return None
 
 
 def replace_batch(

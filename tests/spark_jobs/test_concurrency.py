@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs.load import KeyRange
-from spark_jobs.schema import BATCH_ID
-from spark_jobs.tables import COMMIT_ATTEMPTS, retry_on_conflict
+from spark_jobs.schema import BATCH_ID, TARGET_SCHEMA
+from spark_jobs.session import conf_get
+from spark_jobs.tables import COMMIT_ATTEMPTS, TableNotCreated, _is_conflict, error_condition, retry_on_conflict
 from tests.conftest import REPO, SEED_FILES, expected_latest, seed_rows, typed_business_row
 from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
 
@@ -118,7 +122,7 @@ def test_key_range_bounds_are_values_not_sql_text(spark):
 def test_a_conflicting_commit_is_tried_again_up_to_the_bound(spark, monkeypatch):  # PySpark 3.5 needs the JVM
     from delta.exceptions import ConcurrentAppendException
 
-    monkeypatch.setattr("spark_jobs.tables.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=lambda seconds: None))
     calls = []
 
     def conflicts_twice() -> str:
@@ -159,3 +163,60 @@ def test_a_merge_is_found_by_the_marker_in_its_condition_under_later_commits(spa
     assert version_of_merge(spark, target, "4b5a6978") == (2, 3)
     assert version_of_merge(spark, target, "4b5a6978", search=1) == (None, 3)
     assert version_of_merge(spark, target, "absent") == (None, 3)
+
+
+def test_creating_a_path_table_whose_folder_another_creator_has_begun_is_tried_again(spark, tmp_path, monkeypatch):
+    """The race the two merges above run into, made certain: the folder has a data file but no log yet.
+
+    Delta takes the existing folder for an existing table and its CREATE TABLE IF NOT EXISTS does
+    nothing; the job finds no table there and tries again after the pause (in which the other creator commits).
+    """
+    from spark_jobs.load import create_table_if_absent
+
+    target = tmp_path / "orders"
+    target.mkdir()
+    (target / "part-00000-begun.parquet").write_bytes(b"written by the other creator before its first commit")
+    pauses = []
+
+    def other_creator_commits(seconds: float) -> None:
+        pauses.append(seconds)
+        (target / "part-00000-begun.parquet").unlink()
+        spark.createDataFrame([], TARGET_SCHEMA).write.format("delta").save(str(target))
+
+    # The job's own pauses only: py4j's threads sleep too.
+    monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=other_creator_commits))
+
+    retry_on_conflict(lambda: create_table_if_absent(spark, str(target), TARGET_SCHEMA), "creating the target")
+
+    assert len(pauses) == 1
+    assert spark.read.format("delta").load(str(target)).columns == TARGET_SCHEMA.fieldNames()
+
+
+def test_a_folder_that_never_becomes_a_delta_table_fails_the_creation_with_its_path(spark, tmp_path, monkeypatch):
+    from spark_jobs.load import create_table_if_absent
+
+    monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=lambda seconds: None))
+    target = tmp_path / "orders"
+    target.mkdir()
+    (target / "notes.txt").write_text("not a table")
+
+    with pytest.raises(TableNotCreated, match=f"{target} holds files but no Delta table"):
+        retry_on_conflict(lambda: create_table_if_absent(spark, str(target), TARGET_SCHEMA), "creating the target")
+
+
+def test_the_creation_race_delta_reports_is_recognised_on_each_pyspark(spark):
+    """A managed table's non-empty folder raises the race's own condition (its message is the same)."""
+    from spark_jobs.load import create_table_if_absent
+
+    name = f"begun_{uuid.uuid4().hex[:8]}"
+    folder = Path(conf_get(spark, "spark.sql.warehouse.dir").removeprefix("file:")) / name
+    folder.mkdir(parents=True)
+    (folder / "part-00000-begun.parquet").write_bytes(b"written by the other creator before its first commit")
+    try:
+        with pytest.raises(Exception, match="is not empty and also not a Delta table") as raised:
+            create_table_if_absent(spark, f"default.{name}", TARGET_SCHEMA)
+    finally:
+        shutil.rmtree(folder)
+
+    assert error_condition(raised.value) == "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"
+    assert _is_conflict(raised.value)
