@@ -46,8 +46,9 @@ class OrderLoadError(Exception):
 
 
 def utc_now() -> datetime:
-    """The current time in UTC, without tzinfo (Spark's TIMESTAMP is an instant shown in the session zone)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The current time, aware, in UTC: PySpark stores an aware datetime as its instant, but reads a naive one
+    in the process's own zone (``time.mktime``), which would shift every written time by that zone's offset."""
+    return datetime.now(UTC)
 
 
 def configure_logging() -> None:
