@@ -42,22 +42,38 @@ def header_record(head: bytes, complete: bool) -> str | None:
     """The first CSV record of ``head`` (a file's first bytes), without its line break.
 
     ``complete`` says ``head`` is the whole file. None when the record does not end within ``head``:
-    an unclosed quote, or a header longer than ``HEAD_BYTES``.
+    an unclosed quote, or a header longer than ``HEAD_BYTES``. A quote opens a quoted field only at
+    the field's start, as Spark's CSV reader has it: a quote inside a name (``note "x``) is a character.
     """
     text = head.decode("utf-8", errors="replace")
     quoted = False
-    for index, char in enumerate(text):
-        if char == '"':
-            quoted = not quoted
-        elif char in "\r\n" and not quoted:
+    field_start = True
+    index = 1 if text.startswith(_BOM) else 0
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            if char == '"':
+                if text.startswith('"', index + 1):
+                    index += 1  # a doubled quote: one quote inside the field
+                elif index + 1 == len(text) and not complete:
+                    return None  # the next byte could double it
+                else:
+                    quoted = False
+        elif char == '"' and field_start:
+            quoted = True
+        elif char in "\r\n":
             return text[:index]
+        field_start = not quoted and char == ","
+        index += 1
     return text if complete and not quoted else None
 
 
-def header_cells(record: str) -> tuple[str, ...]:
-    """The header record's fields as written, a leading BOM dropped."""
-    [cells] = list(csv.reader(io.StringIO(record.removeprefix(_BOM)), quotechar='"', strict=False)) or [[""]]
-    return tuple(cells)
+def header_cells(record: str) -> tuple[str, ...] | None:
+    """The header record's fields as written, a leading BOM dropped; None if it is not one CSV record."""
+    records = list(csv.reader(io.StringIO(record.removeprefix(_BOM), newline=""), quotechar='"', strict=False))
+    if len(records) > 1:
+        return None
+    return tuple(records[0]) if records else ("",)
 
 
 def column_names(cells: tuple[str, ...]) -> tuple[str, ...]:
@@ -91,5 +107,7 @@ def file_header(head: bytes, size: int) -> FileHeader:
             text=first_line,
         )
     cells = header_cells(record)
+    if cells is None:
+        return FileHeader(names=(), error="the header is not one CSV record", text=record.removeprefix(_BOM)[:200])
     names = column_names(cells)
     return FileHeader(names=names, error=header_problem(names), text=record.removeprefix(_BOM), cells=cells)

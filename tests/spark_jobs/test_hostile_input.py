@@ -51,3 +51,22 @@ def test_odd_names_bytes_and_text_are_loaded_intact_or_rejected_with_a_reason(sp
     }
     # The rejected file's row counts as read and rejected.
     assert (metrics["rows_read"], metrics["rows_staged"], metrics["rows_rejected"]) == (7, 4, 3)
+
+
+def test_a_quote_inside_a_header_name_is_a_character_not_the_start_of_a_quoted_field(spark, tables, tmp_path):
+    # The quote in `note "x` is mid-field, so it opens nothing; the quote in the data row's note closes nothing.
+    # Counting every quote as a toggle paired the two up, read a two-line "header" and failed the batch.
+    header = HEADER.rstrip("\n") + ',note "x\n'
+    body = row("TRK1").rstrip("\n") + ',say "hi\n' + row("TRK2").rstrip("\n") + ",\n"
+    stray = write_csv(tmp_path, "stray_quote.csv", header + body)
+    clean = write_csv(tmp_path, "clean.csv", HEADER + row("TRK3"))
+
+    metrics = stage_orders(
+        spark, [{"uri": str(stray)}, {"uri": str(clean)}], "stray", tables.staging, tables.rejects, 1.0, None
+    )
+
+    statuses = {item["uri"].rsplit("/", 1)[-1]: (item["status"], item["rows"]) for item in metrics["files"]}
+    assert statuses == {"stray_quote.csv": ("loaded", 2), "clean.csv": ("loaded", 1)}
+    staged = {r["tracking_num"]: r["_rescued_data"] for r in read(spark, tables.staging).collect()}
+    assert staged == {"TRK1": '{"note \\"x":"say \\"hi"}', "TRK2": '{"note \\"x":null}', "TRK3": None}
+    assert (metrics["rows_read"], metrics["rows_staged"], metrics["rows_rejected"]) == (3, 3, 0)
