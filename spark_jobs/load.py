@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +30,7 @@ from spark_jobs.tables import (
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
 TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MERGE_ATTEMPT = "_merge_attempt"  # a MERGE source's column holding the attempt's id, by which its commit is found
 
 AUDIT_FILE = T.StructType(
@@ -127,14 +128,21 @@ class TimeBands:
 
 
 def _timestamp_sql(micros: int) -> str:
-    """An epoch-microsecond instant as a SQL timestamp literal with its UTC offset (no session-zone reading)."""
-    return "TIMESTAMP '" + _instant(micros).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00:00'"
+    """An epoch-microsecond instant as a SQL timestamp literal with its UTC offset (no session-zone reading).
+
+    Written from the instant's integer fields, each zero-padded to its width: ``strftime("%Y")`` writes
+    year 23 as ``23``, which Spark refuses. Delta's file skipping needs a literal, not an expression.
+    """
+    at = _instant(micros)
+    return (
+        f"TIMESTAMP '{at.year:04d}-{at.month:02d}-{at.day:02d} "
+        f"{at.hour:02d}:{at.minute:02d}:{at.second:02d}.{at.microsecond:06d}+00:00'"
+    )
 
 
 def _instant(micros: int) -> datetime:
-    """An epoch-microsecond instant as an aware UTC datetime (a literal with no local-zone round trip)."""
-    seconds, remainder = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=remainder)
+    """An epoch-microsecond instant as an aware UTC datetime, by integer arithmetic (years 1 to 9999)."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def create_table_if_absent(

@@ -17,6 +17,10 @@ ORDER_COLUMNS: dict[str, T.DataType] = {
     "address": T.StringType(),
     "last_update_timestamp": T.TimestampType(),
 }
+# The earliest date and event time the contract accepts (to 9999-12-31 23:59:59, the four-digit years):
+# an earlier one is a typo in order-tracking data, and years before 1000 are not even written alike
+# by every tool that reads the tables.
+EARLIEST_YEAR = 1900
 REQUIRED_COLUMNS: tuple[str, ...] = ("order_num", "tracking_num", "status", "last_update_timestamp")
 OPTIONAL_DATE_COLUMNS: tuple[str, ...] = ("pck_recieved_date", "package_deliver_date")
 

@@ -16,6 +16,7 @@ from spark_jobs.extract import RAW_TEXT, RECORD_ID
 from spark_jobs.headers import FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
+    EARLIEST_YEAR,
     EVENT_TIME,
     INGESTED_AT,
     KEY,
@@ -58,6 +59,11 @@ def physical_lines(text: Column) -> Column:
 def _shape(text: Column) -> Column:
     """The text with every digit written as 0: a cheap, exact format check (``yyyy-MM-dd`` is ``0000-00-00``)."""
     return F.translate(text, _DIGITS, "0" * len(_DIGITS))
+
+
+def _before_earliest(text: Column, shape_ok: Column) -> Column:
+    """A well-shaped date or timestamp text whose year is before ``EARLIEST_YEAR`` (its first four characters)."""
+    return shape_ok & (F.substring(text, 1, 4) < F.lit(f"{EARLIEST_YEAR:04d}"))
 
 
 def _try_cast(name: str, dtype: str) -> Column:
@@ -112,17 +118,21 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
     # Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
     # numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
+    time_shaped = _shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES)
+    date_shaped = {name: _shape(text[name]) == _DATE_SHAPE for name in OPTIONAL_DATE_COLUMNS}
+    early = {
+        EVENT_TIME: _before_earliest(text[EVENT_TIME], time_shaped),
+        **{name: _before_earliest(text[name], date_shaped[name]) for name in OPTIONAL_DATE_COLUMNS},
+    }
     typed = {
         "order_num": _try_cast(_TEXT + "order_num", "bigint"),
         "tracking_num": F.when(~_blank(text["tracking_num"]), text["tracking_num"]),
         "status": F.when(~_blank(text["status"]), text["status"]),
         "address": F.when(~_blank(text["address"]), text["address"]),
-        EVENT_TIME: F.when(
-            _shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES), _try_cast(_TEXT + EVENT_TIME, "timestamp")
-        ),
+        EVENT_TIME: F.when(time_shaped & ~early[EVENT_TIME], _try_cast(_TEXT + EVENT_TIME, "timestamp")),
     }
     for name in OPTIONAL_DATE_COLUMNS:
-        typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, _try_cast(_TEXT + name, "date"))
+        typed[name] = F.when(date_shaped[name] & ~early[name], _try_cast(_TEXT + name, "date"))
     values = texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
     value = {name: F.col(name) for name in ORDER_COLUMNS}
@@ -146,13 +156,15 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
         _reason(~_blank(text["order_num"]) & value["order_num"].isNull(), "order_num is not a whole number"),
         _reason(_blank(text[EVENT_TIME]), "last_update_timestamp is empty"),
         _reason(
-            ~_blank(text[EVENT_TIME]) & value[EVENT_TIME].isNull(),
+            ~_blank(text[EVENT_TIME]) & value[EVENT_TIME].isNull() & ~early[EVENT_TIME],
             "last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp",
         ),
+        _reason(early[EVENT_TIME], f"last_update_timestamp is before {EARLIEST_YEAR}-01-01"),
         *[
-            _reason(~_blank(text[name]) & value[name].isNull(), f"{name} is not a yyyy-MM-dd date")
+            _reason(~_blank(text[name]) & value[name].isNull() & ~early[name], f"{name} is not a yyyy-MM-dd date")
             for name in OPTIONAL_DATE_COLUMNS
         ],
+        *[_reason(early[name], f"{name} is before {EARLIEST_YEAR}-01-01") for name in OPTIONAL_DATE_COLUMNS],
     ]
     wrong_width = F.array(
         F.concat(F.lit(f"expected {width} fields, found "), field_count(F.col(RAW_TEXT)).cast("string"))

@@ -181,3 +181,55 @@ def test_merge_fails_when_the_batch_does_not_reconcile(spark, tables, monkeypatc
     with pytest.raises(OrderLoadError, match=r"does not reconcile: staged 6 .* 6 staged keys are missing"):
         merge_orders(spark, "broken", tables.staging, tables.target, tables.history, tables.audit)
     assert read(spark, tables.audit).where("batch_id = 'broken'").first()["status"] == "staged"
+
+
+def test_dates_and_times_outside_the_accepted_range_are_rejected_and_the_range_ends_merge(spark, tables, tmp_path):
+    # Year 0023 once passed staging and failed the history insert after the target MERGE had committed.
+    early = write_csv(
+        tmp_path,
+        "early.csv",
+        HEADER
+        + "1,TRK1,2023-01-01,,In Transit,x,0023-06-01 10:00:00\n"
+        + "2,TRK2,2023-01-01,,In Transit,x,0000-01-01 00:00:00\n"
+        + "3,TRK3,2023-01-01,,In Transit,x,1899-12-31 23:59:59\n"
+        + "4,TRK4,0023-01-01,0999-12-31,In Transit,x,2023-01-01 10:00:00\n"
+        + "5,TRK5,1900-01-01,9999-12-31,Delivered,x,1900-01-01 00:00:00\n"
+        + "6,TRK6,2023-01-01,,Delivered,x,9999-12-31 23:59:59\n"
+        + "7,TRK7,1900-01-01,,In Transit,x,1900-01-01T00:00:00\n",
+    )
+
+    staged, merged = load_batch(spark, tables, [early], "early", max_reject_fraction=1.0)
+
+    rejects = sorted((r["line_number"], r["reason"]) for r in read(spark, tables.rejects).collect())
+    assert rejects == [
+        (2, "last_update_timestamp is before 1900-01-01"),
+        (3, "last_update_timestamp is before 1900-01-01"),
+        (4, "last_update_timestamp is before 1900-01-01"),
+        (5, "pck_recieved_date is before 1900-01-01; package_deliver_date is before 1900-01-01"),
+    ]
+    target = {
+        r["tracking_num"]: (r["status"], r["last_update_timestamp"]) for r in read(spark, tables.target).collect()
+    }
+    assert target == {
+        "TRK5": ("Delivered", dt.datetime(1900, 1, 1)),
+        "TRK6": ("Delivered", dt.datetime(9999, 12, 31, 23, 59, 59)),
+        "TRK7": ("In Transit", dt.datetime(1900, 1, 1)),
+    }
+    assert (staged["rows_read"], staged["rows_rejected"], staged["rows_staged"], merged["rows_inserted"]) == (
+        7,
+        4,
+        3,
+        3,
+    )
+    assert merged["history_rows_inserted"] == 3
+
+
+@pytest.mark.parametrize("year", [1, 23, 999, 1900, 9999])
+def test_a_time_band_literal_is_the_instant_it_was_made_from(spark, year):
+    from spark_jobs.load import _timestamp_sql
+
+    micros = (
+        dt.datetime(year, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    ) // dt.timedelta(microseconds=1)
+
+    assert spark.sql(f"SELECT unix_micros({_timestamp_sql(micros)}) AS m").first()["m"] == micros
