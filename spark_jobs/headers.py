@@ -10,7 +10,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from spark_jobs.schema import MAX_COLUMNS, ORDER_COLUMNS, REQUIRED_COLUMNS
+from spark_jobs.schema import MAX_COLUMNS, ORDER_COLUMNS, REQUIRED_COLUMNS, WHITE_SPACE
 
 HEAD_BYTES = 64 * 1024  # the most a header may take; the driver reads this much of each file
 _BOM = "\ufeff"
@@ -77,8 +77,8 @@ def header_cells(record: str) -> tuple[str, ...] | None:
 
 
 def column_names(cells: tuple[str, ...]) -> tuple[str, ...]:
-    """Column names from header fields: trimmed, a blank one called ``_c<position>``."""
-    return tuple(cell.strip() or f"_c{i + 1}" for i, cell in enumerate(cells))
+    """Column names from header fields: trimmed of Unicode white space, a blank one called ``_c<position>``."""
+    return tuple(cell.strip(WHITE_SPACE) or f"_c{i + 1}" for i, cell in enumerate(cells))
 
 
 def header_problem(names: tuple[str, ...]) -> str | None:

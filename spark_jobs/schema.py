@@ -21,6 +21,13 @@ ORDER_COLUMNS: dict[str, T.DataType] = {
 # an earlier one is a typo in order-tracking data, and years before 1000 are not even written alike
 # by every tool that reads the tables.
 EARLIEST_YEAR = 1900
+# Trimmed from both ends of every value and column name: the characters with Unicode's White_Space
+# property (tabs, line breaks, no-break and ideographic spaces...); Spark's trim strips the space alone.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))  # en quad to hair space
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 REQUIRED_COLUMNS: tuple[str, ...] = ("order_num", "tracking_num", "status", "last_update_timestamp")
 OPTIONAL_DATE_COLUMNS: tuple[str, ...] = ("pck_recieved_date", "package_deliver_date")
 

@@ -28,6 +28,7 @@ from spark_jobs.schema import (
     SOURCE_FILE,
     SUPERSEDED_EVENTS,
     TARGET_COLUMNS,
+    WHITE_SPACE,
 )
 
 REJECT_REASONS = "_reject_reasons"
@@ -106,7 +107,7 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     extras = [(name, cell(name)) for name in header.extra_columns]
     rescued = F.to_json(F.create_map(*[x for name, value in extras for x in (F.lit(name), value)])) if extras else None
     texts = records.select(
-        *[F.trim(cell(name)).alias(_TEXT + name) for name in ORDER_COLUMNS],
+        *[F.btrim(cell(name), F.lit(WHITE_SPACE)).alias(_TEXT + name) for name in ORDER_COLUMNS],
         (rescued if rescued is not None else F.lit(None).cast("string")).alias(RESCUED_DATA),
         F.col(SOURCE_FILE),
         F.col(RECORD_ID),

@@ -123,6 +123,35 @@ RULES = {
         [],
         None,
     ),
+    "Unicode white space is trimmed": (
+        (
+            "\t1\u3000",
+            "\u00a0TRK1\t",
+            "\u20282023-01-01\u2029",
+            "\u00a0\u1680",
+            "\u2003In Transit\u202f",
+            "\x0b1 Elm St\x0c",
+            "\u205f2023-01-01T10:00:00\u0085",
+        ),
+        None,
+        GOOD_VALUES,
+        [],
+        None,
+    ),
+    "a key of white space only is empty": (
+        with_cell(1, "\u00a0\t\u3000"),
+        None,
+        with_value(1, None),
+        ["tracking_num is empty"],
+        "1,\u00a0\t\u3000,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00",
+    ),
+    "timestamp before the accepted range": (
+        with_cell(6, "1899-12-31 23:59:59"),
+        None,
+        with_value(6, None),
+        ["last_update_timestamp is before 1900-01-01"],
+        "1,TRK1,2023-01-01,,In Transit,1 Elm St,1899-12-31 23:59:59",
+    ),
     "empty tracking_num": (
         with_cell(1, " "),
         None,
@@ -291,3 +320,14 @@ def test_a_file_spark_names_otherwise_than_the_inputs_is_a_clear_error():
         InputError, match=r"Spark read file:/in/b.csv, which matches no input as normalised: file:/in/a.csv"
     ):
         file_outcomes([named], [{**row, "last_lines": None, "hash_xor": 0, "hash_sum": 0}])
+
+
+def test_header_names_are_trimmed_of_unicode_white_space_but_not_of_other_separators():
+    text = "\u00a0order_num\t,tracking_num\u3000,\u2003status,last_update_timestamp\u001f\n"
+
+    assert file_header(text.encode(), len(text.encode())).names == (
+        "order_num",
+        "tracking_num",
+        "status",
+        "last_update_timestamp\u001f",  # a unit separator is not white space, though Python's str.strip() drops it
+    )
