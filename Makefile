@@ -19,7 +19,7 @@ OLDEST_VENV := .venv-$(OLDEST_RUNTIME)
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_JARS := .jars-$(OLDEST_RUNTIME)
 
-.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke clean
+.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke fuzz clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -55,6 +55,11 @@ $(FAKE_GCS): docker-compose.yaml
 
 test: venv jars tools $(BENCH_STAMP) ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The property tests with new draws each run, ten times the histories of make test (HISTORIES=… to change).
+HISTORIES ?= 2000
+fuzz: venv jars ## Hypothesis: new histories of events against the contract's model (not derandomized)
+	HYPOTHESIS_PROFILE=fuzz ORDER_TRACKING_PROPERTY_HISTORIES=$(HISTORIES) $(PY) -m pytest tests/spark_jobs/test_properties.py $(PYTEST_ARGS)
 
 # The Spark job tests on the oldest supported runtime's PySpark and Delta (CI runs both this and make test).
 test-oldest-runtime: $(OLDEST_STAMP) $(OLDEST_JARS)/.copied

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import ROW_COUNTS
-from spark_jobs.schema import EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
+from spark_jobs.schema import EVENT_CONTENT, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
     TableNotCreated,
     is_path,
@@ -26,6 +26,7 @@ from spark_jobs.tables import (
     table_sql,
     version_of_merge,
 )
+from spark_jobs.transform import event_rank
 
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
@@ -127,6 +128,11 @@ class TimeBands:
         return "(" + " OR ".join(within) + ")" if within else "FALSE"
 
 
+def _rank_sql(alias: str) -> str:
+    """``event_rank`` in SQL: the struct of an event's time and content, for a MERGE condition."""
+    return "struct(" + ", ".join(f"{alias}.{name}" for name in (EVENT_TIME, *EVENT_CONTENT)) + ")"
+
+
 def _timestamp_sql(micros: int) -> str:
     """An epoch-microsecond instant as a SQL timestamp literal with its UTC offset (no session-zone reading).
 
@@ -165,7 +171,8 @@ def create_table_if_absent(
 
 
 def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:
-    """One atomic MERGE: insert new keys, update a key only when the incoming event is strictly newer.
+    """One atomic MERGE: insert new keys, update a key only when the incoming event ranks strictly higher
+    (a later time, or the same time and greater content: ``EVENT_CONTENT``).
 
     Retried when a concurrent writer commits first (it is idempotent: a key is only ever moved to a
     newer event). Returns the counts and the version the MERGE's commit wrote: the source carries this
@@ -178,7 +185,7 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[st
     # Columns named, not ``*``: a session with schema auto-merge on would add the attempt column to the target.
     clauses = (
         f"ON t.{KEY} = s.{KEY} AND s.{MERGE_ATTEMPT} = {sql_string(attempt)} AND {key_range.sql('t')} "
-        f"WHEN MATCHED AND s.{EVENT_TIME} > t.{EVENT_TIME} THEN UPDATE SET "
+        f"WHEN MATCHED AND {_rank_sql('s')} > {_rank_sql('t')} THEN UPDATE SET "
         + ", ".join(f"t.{name} = s.{name}" for name in TARGET_COLUMNS)
         + f" WHEN NOT MATCHED THEN INSERT ({', '.join(TARGET_COLUMNS)}) "
         + f"VALUES ({', '.join('s.' + name for name in TARGET_COLUMNS)})"
@@ -195,15 +202,17 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[st
 
 
 def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, bands: TimeBands) -> int:
-    """Append the events whose (key, event time) the history table lacks; return how many (retried on conflict).
+    """Append the events whose (key, event time, content) the history table lacks; return how many (retried on
+    conflict).
 
     The key range and the time bands only repeat what the equality implies, so Delta can skip the
     history files that cannot hold a batch's event.
     """
     source = events.select(*TARGET_COLUMNS)
+    same_content = " AND ".join(f"t.{name} <=> s.{name}" for name in EVENT_CONTENT)
     clauses = (
-        f"ON t.{KEY} = s.{KEY} AND t.{EVENT_TIME} = s.{EVENT_TIME} AND {key_range.sql('t')} AND {bands.sql('t')} "
-        "WHEN NOT MATCHED THEN INSERT *"
+        f"ON t.{KEY} = s.{KEY} AND t.{EVENT_TIME} = s.{EVENT_TIME} AND {same_content} "
+        f"AND {key_range.sql('t')} AND {bands.sql('t')} WHEN NOT MATCHED THEN INSERT *"
     )
     result = retry_on_conflict(lambda: merge_into(history, source, clauses), f"history insert into {history}")
     return int(result["num_inserted_rows"])
@@ -214,8 +223,8 @@ def compare_with_target(
 ) -> dict[str, int]:
     """Count the batch's ``rows`` rows by how they stand against the target at ``version``.
 
-    ``older``: the target holds a newer event (the row was skipped as stale); ``same``: the target
-    holds this very event time (inserted, updated or unchanged); ``missing``: the key is absent or
+    ``older``: the target holds a higher-ranked event (the row was skipped as stale); ``same``: the target
+    holds this very event, time and content (inserted, updated or unchanged); ``missing``: the key is absent or
     older, which a correct MERGE never leaves. The batch (one row per key) is broadcast and the
     target's two columns stream past it in one inner join: nothing of the target is shuffled.
     """
@@ -223,14 +232,14 @@ def compare_with_target(
         read_table(spark, target, version)
         .alias("t")
         .where(key_range.condition("t"))
-        .select(KEY, F.col(EVENT_TIME).alias("_target_time"))
+        .select(KEY, event_rank().alias("_target_rank"))
     )
-    joined = current.join(F.broadcast(latest.select(KEY, EVENT_TIME)), KEY, "inner")
+    joined = current.join(F.broadcast(latest.select(KEY, event_rank().alias("_rank"))), KEY, "inner")
     row = joined.agg(
         F.count("*").alias("found"),
-        F.count_if(F.col("_target_time") > F.col(EVENT_TIME)).alias("older"),
-        F.count_if(F.col("_target_time") == F.col(EVENT_TIME)).alias("same"),
-        F.count_if(F.col("_target_time") < F.col(EVENT_TIME)).alias("behind"),
+        F.count_if(F.col("_target_rank") > F.col("_rank")).alias("older"),
+        F.count_if(F.col("_target_rank").eqNullSafe(F.col("_rank"))).alias("same"),
+        F.count_if(F.col("_target_rank") < F.col("_rank")).alias("behind"),
     ).collect()[0]
     return {
         "older": int(row["older"]),

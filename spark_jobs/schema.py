@@ -45,6 +45,18 @@ LINEAGE_COLUMNS: dict[str, T.DataType] = {
     INGESTED_AT: T.TimestampType(),
 }
 
+# What an event says besides its key and time, in the order that breaks a tie on time: of two events of a
+# key with the same time, the one with the greater content wins, column by column, a missing value below
+# any value, text by its UTF-8 bytes. The winner is then the same whatever order the events arrive in.
+EVENT_CONTENT: tuple[str, ...] = (
+    "status",
+    "order_num",
+    "address",
+    "pck_recieved_date",
+    "package_deliver_date",
+    RESCUED_DATA,
+)
+
 # Staging only: earlier distinct events of the same key within the batch, and how many rows collapsed.
 SUPERSEDED_EVENTS = "_superseded_events"
 ROWS_COLLAPSED = "_rows_collapsed"

@@ -17,6 +17,7 @@ from spark_jobs.headers import FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
     EARLIEST_YEAR,
+    EVENT_CONTENT,
     EVENT_TIME,
     INGESTED_AT,
     KEY,
@@ -250,27 +251,41 @@ def valid_rows(rows: DataFrame, batch_id: str, ingested_at: datetime) -> DataFra
     )
 
 
-def collapse_to_latest(valid: DataFrame) -> DataFrame:
-    """One row per key: the latest event, ties broken by the greatest (source file, line number).
+def event_rank(alias: str | None = None) -> Column:
+    """An event's place in the contract's order: its time, then its content (``EVENT_CONTENT``), as one struct.
 
-    Earlier distinct events of the key (one per event time) ride along in ``_superseded_events``, latest
-    first, so the history table keeps every status event; ``_rows_collapsed`` counts the rows folded away.
-    One sort by key and rank does it: a window ranks each key's rows, keeps the first and gathers the
-    earlier ones whose time differs from the row ranked just above (cheaper than a grouped list of
-    every row sorted afterwards, which falls back to a sort on the map side as well).
+    Structs compare field by field with a null below any value, strings by their UTF-8 bytes: the order
+    the contract states, and the one ``tests.model`` computes in Python.
+    """
+    prefix = f"{alias}." if alias else ""
+    return F.struct(*[F.col(prefix + name).alias(name) for name in (EVENT_TIME, *EVENT_CONTENT)])
+
+
+def collapse_to_latest(valid: DataFrame) -> DataFrame:
+    """One row per key: the latest event (time, then content: ``event_rank``); an exact repeat of it goes to
+    the greatest (source file, line number).
+
+    Earlier distinct events of the key ride along in ``_superseded_events``, latest first, so the
+    history table keeps every distinct event; ``_rows_collapsed`` counts the rows folded away. One sort
+    by key and rank does it: a window ranks each key's rows, keeps the first and gathers the others
+    whose event differs from the row ranked just above (cheaper than a grouped list of every row
+    sorted afterwards, which falls back to a sort on the map side as well).
     """
     ranked = Window.partitionBy(KEY).orderBy(
-        F.col(EVENT_TIME).desc(), F.col(SOURCE_FILE).desc(), F.col(LINE_NUMBER).desc()
+        F.col(EVENT_TIME).desc(),
+        *[F.col(name).desc_nulls_last() for name in EVENT_CONTENT],
+        F.col(SOURCE_FILE).desc(),
+        F.col(LINE_NUMBER).desc(),
     )
     whole_key = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     rank = F.row_number().over(ranked)
-    earlier_time = (rank > 1) & (F.lag(EVENT_TIME).over(ranked) != F.col(EVENT_TIME))
+    another_event = (rank > 1) & ~F.lag(event_rank()).over(ranked).eqNullSafe(event_rank())
     return (
         valid.select(
             *TARGET_COLUMNS,
             rank.alias(_RANK),
-            # collect_list skips the nulls: only earlier events with a time of their own are gathered.
-            F.collect_list(F.when(earlier_time, F.struct(*TARGET_COLUMNS))).over(whole_key).alias(SUPERSEDED_EVENTS),
+            # collect_list skips the nulls: only the other distinct events are gathered.
+            F.collect_list(F.when(another_event, F.struct(*TARGET_COLUMNS))).over(whole_key).alias(SUPERSEDED_EVENTS),
             (F.count(F.lit(1)).over(whole_key) - 1).cast("int").alias(ROWS_COLLAPSED),
         )
         .where(F.col(_RANK) == 1)

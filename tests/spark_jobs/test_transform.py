@@ -50,7 +50,7 @@ def test_collapse_keeps_the_latest_event_and_a_deterministic_tie_break(spark):
         [
             event("A", "2023-01-01 10:00:00", "In Transit", "f1", 2),
             event("A", "2023-01-02 10:00:00", "Delivered", "f1", 3),
-            # B: same time in two files; the greater file name wins whatever the row order.
+            # B: same time, other content, in two files: the greater content wins (status first), not the file.
             event("B", "2023-01-05 00:00:00", "Delayed", "f2", 2),
             event("B", "2023-01-05 00:00:00", "Returned", "f1", 9),
             # C: an exact re-delivery of one event in one file collapses to the later line.
@@ -76,7 +76,11 @@ def test_collapse_keeps_the_latest_event_and_a_deterministic_tie_break(spark):
                 [event("A", "2023-01-01 10:00:00", "In Transit", "f1", 2)],
                 1,
             ),
-            (*event("B", "2023-01-05 00:00:00", "Delayed", "f2", 2), [], 1),
+            (
+                *event("B", "2023-01-05 00:00:00", "Returned", "f1", 9),
+                [event("B", "2023-01-05 00:00:00", "Delayed", "f2", 2)],
+                1,
+            ),
             (*event("C", "2023-01-03 00:00:00", "Delivered", "f1", 5), [], 1),
         ],
         expected_schema,
