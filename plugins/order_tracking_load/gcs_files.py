@@ -332,9 +332,8 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
             kind = "archived"
         with gcs_errors(f"move gs://{settings.bucket}/{item.name} to {destination}", settings):
             result = _move(bucket, item.name, int(item.generation), destination, retry)
-        moved[{"moved": kind, "changed": "left_in_input", "gone": "already_gone"}[result]].append(
-            destination if result == "moved" else item.name
-        )
+        where = {"moved": kind, "changed": "left_in_input", "occupied": "left_in_input", "gone": "already_gone"}
+        moved[where[result]].append(destination if result == "moved" else item.name)
     LOG.info(
         "archived %d, rejected %d, left in input %d (changed since listing), already gone %d",
         len(moved["archived"]),
@@ -347,7 +346,8 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
 
 def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retry) -> str:
     """Move one object version: "moved" (now or by an earlier try), "changed" (replaced since listing: it
-    stays for the next run) or "gone" (no longer in input).
+    stays for the next run), "occupied" (the destination holds another object, which is never
+    overwritten: it stays in input) or "gone" (no longer in input).
     """
     current = bucket.get_blob(name, retry=retry)
     if current is None:
@@ -362,7 +362,23 @@ def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retr
     if current.generation != generation:
         LOG.warning("gs://%s/%s changed after it was listed; left for the next run", bucket.name, name)
         return "changed"
-    bucket.copy_blob(current, bucket, destination, source_generation=generation, retry=retry)
+    occupant = bucket.get_blob(destination, retry=retry)
+    if occupant is None:
+        try:  # never over an archived object: the copy is refused if the destination appeared meanwhile
+            bucket.copy_blob(
+                current, bucket, destination, source_generation=generation, if_generation_match=0, retry=retry
+            )
+        except PreconditionFailed:
+            occupant = bucket.get_blob(destination, retry=retry)
+    if occupant is not None and (occupant.crc32c, occupant.size) != (current.crc32c, current.size):
+        LOG.warning(
+            "gs://%s/%s already holds another object; it is never overwritten, and gs://%s/%s stays in input",
+            bucket.name,
+            destination,
+            bucket.name,
+            name,
+        )
+        return "occupied"
     try:
         bucket.delete_blob(name, if_generation_match=generation, retry=retry)
     except PreconditionFailed:

@@ -107,3 +107,15 @@ def test_a_backfill_run_with_nothing_archived_in_its_interval_is_skipped_at_once
         "nothing to replay: no archived files in gs://order-tracking/archive/<date>/<hour>/ "
         "for the hours starting from 2026-11-21 00:00 to 2026-11-22 00:00 UTC"
     )
+
+
+def test_an_archived_object_is_never_overwritten_by_a_new_file_of_its_name(gcs, listed):
+    # An earlier load of the same run id archived another a.csv under the same destination.
+    gcs.upload(f"{FOLDER}a.csv", "archived earlier, another file\n")
+
+    moved = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+
+    assert moved["left_in_input"] == ["input/a.csv"]
+    assert gcs.read(f"{FOLDER}a.csv") == b"archived earlier, another file\n"
+    assert gcs.names("input/") == ["input/a.csv"]
+    assert moved["archived"] == [f"{FOLDER}b.csv", f"{FOLDER}c.csv", f"{FOLDER}d.csv"]
