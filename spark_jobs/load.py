@@ -18,6 +18,7 @@ from spark_jobs.tables import (
     is_path,
     last_commit,
     merge_into,
+    merges_marked,
     read_table,
     replace_batch,
     retry_on_conflict,
@@ -170,7 +171,7 @@ def create_table_if_absent(
         raise TableNotCreated(f"{identifier} holds files but no Delta table; CREATE TABLE IF NOT EXISTS left it so")
 
 
-def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[str, int]:
+def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, marker: str = "") -> dict[str, int]:
     """One atomic MERGE: insert new keys, update a key only when the incoming event ranks strictly higher
     (a later time, or the same time and greater content: ``EVENT_CONTENT``).
 
@@ -180,7 +181,7 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[st
     row), and Delta records that condition in the commit, where ``version_of_merge`` finds it.
     """
     spark = latest.sparkSession
-    attempt = uuid.uuid4().hex
+    attempt = marker + uuid.uuid4().hex
     source = latest.select(*TARGET_COLUMNS, F.lit(attempt).alias(MERGE_ATTEMPT))
     # Columns named, not ``*``: a session with schema auto-merge on would add the attempt column to the target.
     clauses = (
@@ -201,18 +202,22 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange) -> dict[st
     return {**counts, "version": version}
 
 
-def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, bands: TimeBands) -> int:
+def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, bands: TimeBands, marker: str = "") -> int:
     """Append the events whose (key, event time, content) the history table lacks; return how many (retried on
     conflict).
 
     The key range and the time bands only repeat what the equality implies, so Delta can skip the
-    history files that cannot hold a batch's event.
+    history files that cannot hold a batch's event. ``marker`` starts the attempt id the condition
+    carries, as in ``merge_latest``.
     """
-    source = events.select(*TARGET_COLUMNS)
+    attempt = marker + uuid.uuid4().hex
+    source = events.select(*TARGET_COLUMNS, F.lit(attempt).alias(MERGE_ATTEMPT))
     same_content = " AND ".join(f"t.{name} <=> s.{name}" for name in EVENT_CONTENT)
     clauses = (
         f"ON t.{KEY} = s.{KEY} AND t.{EVENT_TIME} = s.{EVENT_TIME} AND {same_content} "
-        f"AND {key_range.sql('t')} AND {bands.sql('t')} WHEN NOT MATCHED THEN INSERT *"
+        f"AND s.{MERGE_ATTEMPT} = {sql_string(attempt)} AND {key_range.sql('t')} AND {bands.sql('t')} "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(TARGET_COLUMNS)}) "
+        f"VALUES ({', '.join('s.' + name for name in TARGET_COLUMNS)})"
     )
     result = retry_on_conflict(lambda: merge_into(history, source, clauses), f"history insert into {history}")
     return int(result["num_inserted_rows"])
@@ -251,6 +256,32 @@ def compare_with_target(
 def table_version(spark: SparkSession, identifier: str) -> int:
     """The table's current version."""
     return int(last_commit(spark, identifier)["version"])
+
+
+def merge_marker(batch_id: str, stage_record: dict) -> str:
+    """What every MERGE of one staging of a batch carries in its condition: the batch and when it was staged.
+
+    A merge that failed after a MERGE committed is retried against the same staging: the retry finds
+    the commits its earlier tries made by this marker. A new staging of the batch gets a new marker.
+    """
+    staged_at = stage_record.get("stage_started_at")
+    if staged_at is None:
+        return ""
+    instant = staged_at if staged_at.tzinfo else staged_at.astimezone(UTC)  # a collected time is local and naive
+    return f"{batch_id}@{instant.astimezone(UTC).isoformat()}/"
+
+
+def earlier_merge_counts(spark: SparkSession, target: str, history: str, marker: str) -> dict[str, int]:
+    """What the MERGEs that carry ``marker`` committed: target rows inserted and updated, history rows inserted."""
+    if not marker:
+        return {"inserted": 0, "updated": 0, "history_inserted": 0}
+    target_merges = merges_marked(spark, target, marker)
+    history_merges = merges_marked(spark, history, marker)
+    return {
+        "inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in target_merges),
+        "updated": sum(int(m.get("numTargetRowsUpdated", 0)) for m in target_merges),
+        "history_inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in history_merges),
+    }
 
 
 def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:

@@ -19,10 +19,12 @@ from spark_jobs.load import (
     KeyRange,
     TimeBands,
     compare_with_target,
+    earlier_merge_counts,
     ensure_audit_table,
     ensure_current_state_tables,
     insert_new_history,
     merge_latest,
+    merge_marker,
     read_audit,
     table_version,
     upsert_audit,
@@ -106,19 +108,35 @@ def merge_orders(
     ensure_current_state_tables(spark, target_table, history_table)
 
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
+    marker = merge_marker(batch_id, stage_record)
+    # A retry of this staging's merge: what its earlier tries committed counts as this merge's, so the
+    # figures (and the Asset event they decide) are the batch's, not the last try's.
+    earlier = (
+        earlier_merge_counts(spark, target_table, history_table, marker)
+        if stage_record.get("status") == "staged"
+        else {}
+    )
     if profile.key_range is not None:
         key_range = profile.key_range
-        merged = merge_latest(batch, target_table, key_range)
+        merged = merge_latest(batch, target_table, key_range, marker)
         version = merged.pop("version")
         counts.update(merged)
         # The history insert and the check touch different tables and need nothing of each other.
         with ThreadPoolExecutor(max_workers=1) as side:
-            history = side.submit(insert_new_history, history_events(batch), history_table, key_range, profile.bands)
+            history = side.submit(
+                insert_new_history, history_events(batch), history_table, key_range, profile.bands, marker
+            )
             # Against that version, not the latest: a concurrent batch may have moved keys on since.
             counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
             counts["history_inserted"] = history.result()
     else:
         version = table_version(spark, target_table)
+    for name, committed in earlier.items():
+        if committed:
+            LOG.info(
+                "an earlier try of batch %s committed %d %s rows; counted as this merge's", batch_id, committed, name
+            )
+        counts[name] += committed
 
     unchanged = counts["same"] - counts["inserted"] - counts["updated"]
     metrics = {

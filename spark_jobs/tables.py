@@ -173,6 +173,17 @@ def replace_batch(
     retry_on_conflict(commit, f"replacing batch {batch_id} in {identifier}")
 
 
+def merges_marked(spark: SparkSession, identifier: str, marker: str, search: int = 100) -> list[dict[str, str]]:
+    """The operation metrics of each MERGE commit, among the table's last ``search``, whose condition holds
+    ``marker`` (``version_of_merge`` says why a condition can mark a commit). The table must exist."""
+    rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect()
+    return [
+        dict(row["operationMetrics"] or {})
+        for row in rows
+        if row["operation"] == "MERGE" and marker in (row["operationParameters"] or {}).get("predicate", "")
+    ]
+
+
 def last_commit(spark: SparkSession, identifier: str) -> dict:
     """The newest entry of the table's history (version, operation, metrics)."""
     row = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT 1").collect()[0]
