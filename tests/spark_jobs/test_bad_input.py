@@ -175,7 +175,7 @@ def test_merge_fails_when_the_batch_does_not_reconcile(spark, tables, monkeypatc
     # A MERGE that reports success but writes nothing: the staged keys are missing from the target.
     monkeypatch.setattr(
         "spark_jobs.merge_orders.merge_latest",
-        lambda latest, target, key_range: {"inserted": 6, "updated": 0, "version": 0},
+        lambda latest, target, key_range, marker: {"inserted": 6, "updated": 0, "version": 0},
     )
 
     with pytest.raises(OrderLoadError, match=r"does not reconcile: staged 6 .* 6 staged keys are missing"):
