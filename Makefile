@@ -56,10 +56,13 @@ $(FAKE_GCS): docker-compose.yaml
 test: venv jars tools $(BENCH_STAMP) ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The property tests with new draws each run, ten times the histories of make test (HISTORIES=… to change).
+# The property tests and the stage-reader fuzzer with new draws each run, about ten times make test's
+# (HISTORIES=… FILES=… to change). A file the fuzzer breaks goes into tests/data/fuzz-corpus/, once fixed.
 HISTORIES ?= 2000
-fuzz: venv jars ## Hypothesis: new histories of events against the contract's model (not derandomized)
-	HYPOTHESIS_PROFILE=fuzz ORDER_TRACKING_PROPERTY_HISTORIES=$(HISTORIES) $(PY) -m pytest tests/spark_jobs/test_properties.py $(PYTEST_ARGS)
+FILES ?= 1500
+fuzz: venv jars ## Hypothesis: new event histories against the contract's model, new hostile files against the stage
+	HYPOTHESIS_PROFILE=fuzz ORDER_TRACKING_PROPERTY_HISTORIES=$(HISTORIES) ORDER_TRACKING_FUZZ_FILES=$(FILES) \
+		$(PY) -m pytest tests/spark_jobs/test_properties.py tests/spark_jobs/test_stage_fuzz.py $(PYTEST_ARGS)
 
 # The Spark job tests on the oldest supported runtime's PySpark and Delta (CI runs both this and make test).
 test-oldest-runtime: $(OLDEST_STAMP) $(OLDEST_JARS)/.copied

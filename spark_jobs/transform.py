@@ -105,7 +105,8 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
         position = header.position(name)
         return cells[position] if position is not None else F.lit(None).cast("string")
 
-    extras = [(name, cell(name)) for name in header.extra_columns]
+    # Each name once: a header naming a column twice rejects its file, whose rows still pass through here.
+    extras = [(name, cell(name)) for name in dict.fromkeys(header.extra_columns)]
     rescued = F.to_json(F.create_map(*[x for name, value in extras for x in (F.lit(name), value)])) if extras else None
     texts = records.select(
         *[F.btrim(cell(name), F.lit(WHITE_SPACE)).alias(_TEXT + name) for name in ORDER_COLUMNS],
