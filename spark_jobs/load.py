@@ -273,10 +273,10 @@ def merge_marker(batch_id: str, stage_record: dict) -> str:
 
 def earlier_merge_counts(spark: SparkSession, target: str, history: str, marker: str) -> dict[str, int]:
     """What the MERGEs that carry ``marker`` committed: target rows inserted and updated, history rows inserted."""
-    if not marker:
+    if not marker or not table_exists(spark, target):
         return {"inserted": 0, "updated": 0, "history_inserted": 0}
     target_merges = merges_marked(spark, target, marker)
-    history_merges = merges_marked(spark, history, marker)
+    history_merges = merges_marked(spark, history, marker) if table_exists(spark, history) else []
     return {
         "inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in target_merges),
         "updated": sum(int(m.get("numTargetRowsUpdated", 0)) for m in target_merges),

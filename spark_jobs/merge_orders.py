@@ -101,6 +101,11 @@ def merge_orders(
         stage_record = read_audit(spark, audit_table, batch_id) or {}
         if stage_record.get("status") == "stage_failed":
             raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record['error']}")
+        # While the staged rows are profiled: what earlier tries of this staging's merge committed. Counted
+        # as this merge's, so a retry's figures (and the Asset event they decide) are the batch's.
+        marker = merge_marker(batch_id, stage_record)
+        unfinished = stage_record.get("status") == "staged"
+        earlier = earlier_merge_counts(spark, target_table, history_table, marker) if unfinished else {}
         batch, profile = staged_read.result()
     if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
         ensure_audit_table(spark, audit_table)
@@ -108,14 +113,6 @@ def merge_orders(
     ensure_current_state_tables(spark, target_table, history_table)
 
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
-    marker = merge_marker(batch_id, stage_record)
-    # A retry of this staging's merge: what its earlier tries committed counts as this merge's, so the
-    # figures (and the Asset event they decide) are the batch's, not the last try's.
-    earlier = (
-        earlier_merge_counts(spark, target_table, history_table, marker)
-        if stage_record.get("status") == "staged"
-        else {}
-    )
     if profile.key_range is not None:
         key_range = profile.key_range
         merged = merge_latest(batch, target_table, key_range, marker)
