@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import ROW_COUNTS
-from spark_jobs.schema import EVENT_CONTENT, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
+from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
     TableNotCreated,
     is_path,
@@ -131,7 +131,7 @@ class TimeBands:
 
 def _rank_sql(alias: str) -> str:
     """``event_rank`` in SQL: the struct of an event's time and content, for a MERGE condition."""
-    return "struct(" + ", ".join(f"{alias}.{name}" for name in (EVENT_TIME, *EVENT_CONTENT)) + ")"
+    return "struct(" + ", ".join(f"{alias}.{name}" for name in EVENT_ORDER) + ")"
 
 
 def _timestamp_sql(micros: int) -> str:

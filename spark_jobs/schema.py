@@ -56,6 +56,8 @@ EVENT_CONTENT: tuple[str, ...] = (
     "package_deliver_date",
     RESCUED_DATA,
 )
+# The columns that order two events of a key: time first, then content.
+EVENT_ORDER: tuple[str, ...] = (EVENT_TIME, *EVENT_CONTENT)
 
 # Staging only: earlier distinct events of the same key within the batch, and how many rows collapsed.
 SUPERSEDED_EVENTS = "_superseded_events"

@@ -177,11 +177,12 @@ def merges_marked(spark: SparkSession, identifier: str, marker: str, search: int
     """The operation metrics of each MERGE commit, among the table's last ``search``, whose condition holds
     ``marker`` (``version_of_merge`` says why a condition can mark a commit). The table must exist."""
     rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {int(search)}").collect()
-    return [
-        dict(row["operationMetrics"] or {})
-        for row in rows
-        if row["operation"] == "MERGE" and marker in (row["operationParameters"] or {}).get("predicate", "")
-    ]
+    return [dict(row["operationMetrics"] or {}) for row in rows if _merge_marked(row, marker)]
+
+
+def _merge_marked(commit: Row, marker: str) -> bool:
+    """True when a ``DESCRIBE HISTORY`` row is a MERGE whose condition holds ``marker``."""
+    return commit["operation"] == "MERGE" and marker in (commit["operationParameters"] or {}).get("predicate", "")
 
 
 def last_commit(spark: SparkSession, identifier: str) -> dict:
@@ -221,14 +222,7 @@ def version_of_merge(spark: SparkSession, identifier: str, marker: str, search: 
     # The MERGE's commit is nearly always the newest: look at that one alone first (one commit file read).
     for limit in (1, int(search)):
         rows = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT {limit}").collect()
-        found = next(
-            (
-                int(row["version"])
-                for row in rows
-                if row["operation"] == "MERGE" and marker in (row["operationParameters"] or {}).get("predicate", "")
-            ),
-            None,
-        )
+        found = next((int(row["version"]) for row in rows if _merge_marked(row, marker)), None)
         if found is not None or len(rows) < limit:
             break
     return found, int(rows[0]["version"])

@@ -18,6 +18,7 @@ from spark_jobs.schema import (
     BATCH_ID,
     EARLIEST_YEAR,
     EVENT_CONTENT,
+    EVENT_ORDER,
     EVENT_TIME,
     INGESTED_AT,
     KEY,
@@ -252,14 +253,13 @@ def valid_rows(rows: DataFrame, batch_id: str, ingested_at: datetime) -> DataFra
     )
 
 
-def event_rank(alias: str | None = None) -> Column:
-    """An event's place in the contract's order: its time, then its content (``EVENT_CONTENT``), as one struct.
+def event_rank() -> Column:
+    """An event's place in the contract's order (``EVENT_ORDER``: its time, then its content), as one struct.
 
     Structs compare field by field with a null below any value, strings by their UTF-8 bytes: the order
     the contract states, and the one ``tests.model`` computes in Python.
     """
-    prefix = f"{alias}." if alias else ""
-    return F.struct(*[F.col(prefix + name).alias(name) for name in (EVENT_TIME, *EVENT_CONTENT)])
+    return F.struct(*EVENT_ORDER)
 
 
 def collapse_to_latest(valid: DataFrame) -> DataFrame:

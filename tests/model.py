@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 
-from spark_jobs.schema import EVENT_CONTENT, EVENT_TIME, KEY, RESCUED_DATA
+from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, RESCUED_DATA
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Event:
 
         Python compares strings by code point, which is the order of their UTF-8 bytes, as Spark's.
         """
-        values = [getattr(self, name) for name in (EVENT_TIME, *EVENT_CONTENT)]
+        values = [getattr(self, name) for name in EVENT_ORDER]
         return tuple((0,) if value is None else (1, value) for value in values)
 
 
