@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from spark_jobs.stage_orders import stage_orders
+from tests.conftest import REPO
 from tests.spark_jobs.helpers import HEADER, read, write_csv
 
 
@@ -70,3 +71,13 @@ def test_a_quote_inside_a_header_name_is_a_character_not_the_start_of_a_quoted_f
     staged = {r["tracking_num"]: r["_rescued_data"] for r in read(spark, tables.staging).collect()}
     assert staged == {"TRK1": '{"note \\"x":"say \\"hi"}', "TRK2": '{"note \\"x":null}', "TRK3": None}
     assert (metrics["rows_read"], metrics["rows_staged"], metrics["rows_rejected"]) == (3, 3, 0)
+
+
+def test_a_file_with_bare_cr_line_endings_throughout_loads_every_row(spark, tables):
+    corpus = REPO / "tests" / "data" / "fuzz-corpus" / "bare-cr-line-endings-throughout.csv"
+
+    metrics = stage_orders(spark, [{"uri": str(corpus)}], "cr", tables.staging, tables.rejects, 1.0, None)
+
+    assert (metrics["files"][0]["status"], metrics["rows_read"], metrics["rows_staged"]) == ("loaded", 2, 2)
+    staged = {r["tracking_num"]: r["status"] for r in read(spark, tables.staging).collect()}
+    assert staged == {"CR-K0": "In Transit", "CR-K1": "Deliv\nered"}  # a quoted CR is stored as LF, as Spark reads it
