@@ -40,12 +40,20 @@ def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ManifestFile:
-    """One object of a batch, at the generation that was listed."""
+    """One object of a batch, at the generation that was listed, and where the run moves it once loaded
+    (``archive_uri``) or rejected whole (``rejected_uri``): a re-run of the batch reads it there."""
 
     uri: str
     name: str | None = None
     generation: int | None = None
     size: int | None = None
+    archive_uri: str | None = None
+    rejected_uri: str | None = None
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        """Where the object may be, in the order to look: as listed, then where the run moves it."""
+        return tuple(uri for uri in (self.uri, self.archive_uri, self.rejected_uri) if uri)
 
 
 @dataclass(frozen=True)

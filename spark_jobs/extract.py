@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
@@ -15,30 +17,69 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import Manifest
-from spark_jobs.headers import HEAD_BYTES, FileHeader, file_header
-from spark_jobs.schema import SOURCE_FILE
+from spark_jobs.headers import EMPTY_FILE, HEAD_BYTES, FileHeader, file_header
+from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS, SOURCE_FILE
 
+LOG = logging.getLogger("order_tracking")
 RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
 RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
 _CORRUPT = "_corrupt_record"
 _GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
 _HEAD_READERS = 16  # files whose head the driver reads at once (object stores answer slowly, not busily)
 
 
 class InputError(ValueError):
-    """An input the job cannot read: missing, or a directory. Raised before anything is written."""
+    """A batch the job cannot read as given (a file named twice). Raised before anything is written."""
+
+
+class FileFault(Exception):
+    """A failure that belongs to one file: the file is rejected whole with this reason, and the batch goes on."""
+
+
+GONE = "the file is gone: moved or deleted since it was listed"
+# Failures of one file's content or presence, known by a text their error carries through whichever
+# layer wraps it (Hadoop, Spark, py4j, the GCS connector), and the reason the file is rejected with.
+# Any other failure belongs to the batch's infrastructure (Spark, Delta, storage) and fails the job.
+_FILE_FAULTS = (
+    (("FileNotFoundException", "PATH_NOT_FOUND"), GONE),
+    (("maximum number of characters",), f"a field longer than {MAX_FIELD_CHARS:,} characters (the reader's limit)"),
+    # Univocity reports a record over ``maxColumns`` as an index out of bounds of its column array.
+    (
+        ("maximum number of columns", f"Index {MAX_RECORD_FIELDS} out of bounds"),
+        f"a record of more than {MAX_RECORD_FIELDS:,} fields (the reader's limit)",
+    ),
+    (
+        ("GZIP encoded",),
+        "stored gzip-encoded (Content-Encoding: gzip), which the reader does not decompress: upload it uncompressed",
+    ),
+)
+
+
+def file_fault(error: BaseException) -> str | None:
+    """The reason to reject a file whole when ``error`` belongs to one file's content or presence, else None."""
+    if isinstance(error, FileFault):
+        return str(error)
+    text = str(error)
+    return next((reason for needles, reason in _FILE_FAULTS if any(n in text for n in needles)), None)
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input file: the URI as given, the path Spark reports for it, its size, generation and header."""
+    """One input file: the URI as given, the path Spark reports for it, its size, generation and header,
+    and its modification time (epoch milliseconds) when its head was read."""
 
     uri: str
     path: str
     size: int
     header: FileHeader
     generation: str | None = None
+    modified: int | None = None
+
+    def rejected(self, reason: str) -> InputFile:
+        """This file rejected whole for ``reason``: its header keeps its text but no columns, so no record is used."""
+        return replace(self, header=FileHeader(names=(), error=reason, text=self.header.text))
 
 
 def normalise_uri(uri: str) -> str:
@@ -55,6 +96,16 @@ def normalise_uri(uri: str) -> str:
     return uri
 
 
+def unaddressable(path: str) -> str | None:
+    """Why Hadoop cannot read the object ``path`` names, or None: an empty, ``.`` or ``..`` segment in its
+    name, which Hadoop's ``Path`` normalises away, so that it would name another object or none."""
+    name = _AUTHORITY.sub("", path)
+    segments = name.split("/")[1:]
+    if any(segment in ("", ".", "..") for segment in segments):
+        return "its name holds an empty, '.' or '..' path segment (such as '//'), which Hadoop file systems cannot read"
+    return None
+
+
 def escape_glob(path: str) -> str:
     """Escape Hadoop glob characters so that a file name like ``a[1].csv`` is read literally."""
     return _GLOB_CHARS.sub(r"\\\1", path)
@@ -69,12 +120,14 @@ def has_driver_jvm(spark: SparkSession) -> bool:
     return not isinstance(spark, ConnectSession)
 
 
-def _read_head(spark: SparkSession, path: str) -> tuple[int, bytes]:
-    """Size and first ``HEAD_BYTES`` bytes of a file (local, gs://, dbfs:, a volume); InputError if absent."""
-    return _read_head_hadoop(spark, path) if has_driver_jvm(spark) else _read_head_spark(spark, path)
+def read_head(spark: SparkSession, path: str, head_bytes: int = HEAD_BYTES) -> tuple[int, int, bytes]:
+    """Size, modification time (epoch ms) and first ``head_bytes`` bytes of a file (local, gs://, dbfs:, a
+    volume). ``FileFault`` when it is gone or a directory."""
+    read = _read_head_hadoop if has_driver_jvm(spark) else _read_head_spark
+    return read(spark, path, head_bytes)
 
 
-def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
+def _read_head_hadoop(spark: SparkSession, path: str, head_bytes: int) -> tuple[int, int, bytes]:
     """Through the driver JVM's Hadoop file system: only the first bytes are read."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
@@ -83,17 +136,17 @@ def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
         status = fs.getFileStatus(hadoop_path)
     except Exception as error:
         if "FileNotFoundException" in str(error):
-            raise InputError(f"input file not found: {path}") from None
+            raise FileFault(GONE) from None
         raise
     if status.isDirectory():
-        raise InputError(f"input is a directory, not a file: {path}")
-    size = int(status.getLen())
-    if size == 0:
-        return 0, b""
+        raise FileFault("a directory, not a file")
+    size, modified = int(status.getLen()), int(status.getModificationTime())
+    if size == 0 or head_bytes == 0:
+        return size, modified, b""
     # Java 8 APIs only: classic clusters before DBR 16 run JDK 8 (``InputStream.readNBytes`` is Java 11).
     # py4j passes byte arrays by value, so the head is read into a JVM buffer through a channel (NIO, Java
     # 1.4), whose array comes back as bytes; a read returns what the stream has, so it loops until full.
-    head = jvm.java.nio.ByteBuffer.allocate(min(size, HEAD_BYTES))
+    head = jvm.java.nio.ByteBuffer.allocate(min(size, head_bytes))
     stream = fs.open(hadoop_path)
     try:
         channel = jvm.java.nio.channels.Channels.newChannel(stream)
@@ -101,48 +154,98 @@ def _read_head_hadoop(spark: SparkSession, path: str) -> tuple[int, bytes]:
             pass
     finally:
         stream.close()
-    return size, bytes(head.array())[: head.position()]
+    return size, modified, bytes(head.array())[: head.position()]
 
 
-def _read_head_spark(spark: SparkSession, path: str) -> tuple[int, bytes]:
-    """Through Spark's ``binaryFile`` source, for Spark Connect: it reads the whole file to return its head.
-
-    A file path lists one file; a directory lists what it holds, under other paths.
+def _read_head_spark(spark: SparkSession, path: str, head_bytes: int) -> tuple[int, int, bytes]:
+    """Through Spark's ``binaryFile`` source, for Spark Connect: it reads the whole file to return its head
+    (and none of it for ``head_bytes=0``). A file path lists one file; a directory lists what it holds,
+    under other paths.
     """
+    head = F.substring("content", 1, head_bytes) if head_bytes else F.lit(None).cast("binary")
     try:
         listed = (
             spark.read.format("binaryFile")
             .load(escape_glob(path))
-            .select("path", "length", F.substring("content", 1, HEAD_BYTES).alias("head"))
+            .select("path", "length", F.unix_millis("modificationTime").alias("modified"), head.alias("head"))
             .collect()
         )
     except AnalysisException as error:
         if "PATH_NOT_FOUND" in str(error):
-            raise InputError(f"input file not found: {path}") from None
+            raise FileFault(GONE) from None
         raise
     if len(listed) != 1 or normalise_uri(unquote(listed[0]["path"])) != path:
-        raise InputError(f"input is a directory, not a file: {path}")
-    return int(listed[0]["length"]), bytes(listed[0]["head"] or b"")
+        raise FileFault("a directory, not a file")
+    return int(listed[0]["length"]), int(listed[0]["modified"]), bytes(listed[0]["head"] or b"")
+
+
+def _read_where_it_is(spark: SparkSession, path: str, moved_to: list[str]) -> tuple[str, tuple[int, int, bytes]]:
+    """The file's path and head where it is: at ``path``, or, once gone from there, where its run moves it
+    (a re-run of a batch whose files were archived reads them in the archive)."""
+    try:
+        return path, read_head(spark, path)
+    except FileFault as fault:
+        if str(fault) != GONE:
+            raise
+        for moved in moved_to:
+            with contextlib.suppress(FileFault):
+                found = read_head(spark, moved)
+                LOG.info("%s is no longer where it was listed; reading it where its run moved it: %s", path, moved)
+                return moved, found
+        raise
+
+
+def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
+    """A manifest item's size, modification time and header; rejected whole if it cannot be read, or
+    no longer has the size it was listed with."""
+    listed_size = item.get("size")
+    generation = None if item.get("generation") is None else str(item["generation"])
+    found = InputFile(uri=item["uri"], path=path, size=listed_size or 0, header=EMPTY_FILE, generation=generation)
+    problem = unaddressable(path)
+    if problem:
+        return found.rejected(problem)
+    moved_to = [normalise_uri(item[key]) for key in ("archive_uri", "rejected_uri") if item.get(key)]
+    try:
+        path, (size, modified, head) = _read_where_it_is(spark, path, moved_to)
+    except Exception as error:
+        reason = file_fault(error)
+        if reason is None:
+            raise
+        return found.rejected(reason)
+    found = replace(found, path=path, size=size, modified=modified, header=file_header(head, size))
+    if listed_size is not None and listed_size != size:
+        return found.rejected(f"changed since it was listed: {listed_size} bytes then, {size} now")
+    return found
 
 
 def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFile]:
-    """Normalise each manifest item's URI and read its size and header; fail before any write if one is missing."""
+    """Normalise each manifest item's URI and read its size and header. A file that cannot be read is
+    rejected whole; a file named twice fails the batch before any write."""
     paths = [normalise_uri(item["uri"]) for item in items]
     duplicates = sorted({path for path in paths if paths.count(path) > 1})
     if duplicates:
         raise InputError(f"the batch names a file more than once: {', '.join(duplicates)}")
     with ThreadPoolExecutor(max_workers=min(_HEAD_READERS, len(paths) or 1)) as pool:
-        heads = list(pool.map(lambda path: _read_head(spark, path), paths))
-    return [
-        InputFile(
-            uri=item["uri"],
-            path=path,
-            size=size,
-            header=file_header(head, size),
-            generation=None if item.get("generation") is None else str(item["generation"]),
-        )
-        for item, path, (size, head) in zip(items, paths, heads, strict=True)
-    ]
+        return list(pool.map(lambda item, path: _inspect(spark, item, path), items, paths))
+
+
+def changed_while_read(spark: SparkSession, files: list[InputFile]) -> list[InputFile]:
+    """The files again, each one whose records were read rejected whole if it is gone or has another size or
+    modification time than when its head was read: its header and records may be of different versions."""
+
+    def recheck(item: InputFile) -> InputFile:
+        if not item.header.names:
+            return item
+        try:
+            size, modified, _ = read_head(spark, item.path, head_bytes=0)
+        except FileFault:
+            return item.rejected("gone while it was read")
+        if (size, modified) != (item.size, item.modified):
+            return item.rejected(f"changed while it was read: {item.size} bytes then, {size} now")
+        return item
+
+    with ThreadPoolExecutor(max_workers=min(_HEAD_READERS, len(files) or 1)) as pool:
+        return list(pool.map(recheck, files))
 
 
 def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
@@ -156,13 +259,17 @@ def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
     return [f"_c{i}" for i in range(len(header_cells))]
 
 
-def read_csv_records(spark: SparkSession, paths: list[str], header_cells: tuple[str, ...]) -> DataFrame:
+def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: tuple[str, ...]) -> DataFrame:
     """Read files that share a header, in one scan, as string cells named ``_c0``, ``_c1`` ... by position.
 
     The header line is skipped. Spark keeps the raw text (``_raw_text``) only of a record whose field
     count differs from the header's. Quoted line breaks are allowed (``multiLine``), so a file is never
-    split: its records keep their order within one task, which ``_record_id`` follows.
+    split: its records keep their order within one task, which ``_record_id`` follows. A field longer
+    than ``MAX_FIELD_CHARS`` or a record wider than ``MAX_RECORD_FIELDS`` fails the read (``file_fault``
+    knows it); the reader sets aside a buffer of the field limit per file, so the limit it is given is
+    never above the largest file's size, which no field of these files can exceed.
     """
+    field_chars = min(MAX_FIELD_CHARS, max(item.size for item in files) + 1)
     names = _schema_names(header_cells)
     schema = T.StructType(
         [T.StructField(name, T.StringType()) for name in names] + [T.StructField(_CORRUPT, T.StringType())]
@@ -178,8 +285,10 @@ def read_csv_records(spark: SparkSession, paths: list[str], header_cells: tuple[
             quote='"',
             escape='"',
             encoding="UTF-8",
+            maxCharsPerColumn=field_chars,
+            maxColumns=MAX_RECORD_FIELDS,
         )
-        .csv([escape_glob(path) for path in paths])
+        .csv([escape_glob(item.path) for item in files])
         .select(
             *[F.col("`" + name.replace("`", "``") + "`").alias(f"_c{i}") for i, name in enumerate(names)],
             F.col(_CORRUPT).alias(RAW_TEXT),

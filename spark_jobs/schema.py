@@ -81,3 +81,7 @@ REJECTS_SCHEMA = T.StructType(
 
 # The widest header a file may have; a wider file is rejected whole (it is not order-tracking data).
 MAX_COLUMNS = 512
+# The longest field, and the most fields in one record, the reader accepts: a file holding a longer
+# field or a wider record is rejected whole, rather than exhausting the reader's memory.
+MAX_FIELD_CHARS = 16 * 1024 * 1024
+MAX_RECORD_FIELDS = 20_480

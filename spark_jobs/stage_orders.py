@@ -24,7 +24,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
-from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputFile, read_csv_records, read_input_files, read_manifest
+from spark_jobs.extract import (
+    RAW_TEXT,
+    RECORD_ID,
+    InputFile,
+    changed_while_read,
+    file_fault,
+    read_csv_records,
+    read_input_files,
+    read_manifest,
+)
 from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.load import ensure_audit_table, upsert_audit
 from spark_jobs.outcomes import FileOutcome, file_outcomes, rejected_file_records, row_sources, top_reasons
@@ -67,11 +76,11 @@ _NO_RECORDS = T.StructType(
 
 def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
     """Every record of the batch, parsed: one CSV scan per distinct header, each file read once."""
-    groups: dict[FileHeader, list[str]] = defaultdict(list)
+    groups: dict[FileHeader, list[InputFile]] = defaultdict(list)
     for item in files:
         if item.header.names:
-            groups[item.header].append(item.path)
-    frames = [parse_orders(read_csv_records(spark, paths, header.cells), header) for header, paths in groups.items()]
+            groups[item.header].append(item)
+    frames = [parse_orders(read_csv_records(spark, group, header.cells), header) for header, group in groups.items()]
     return (
         # Called on each frame: DataFrame.unionByName is the classic DataFrame's on PySpark 3.5, even on Connect.
         reduce(lambda left, right: left.unionByName(right), frames)
@@ -187,28 +196,77 @@ def write_staging(spark: SparkSession, rows: DataFrame, record: dict, staging_ta
     return {"rows_staged": int(totals["staged"]), "rows_collapsed": int(totals["collapsed"])}
 
 
+def _read_fault(spark: SparkSession, files: list[InputFile]) -> str | None:
+    """Read and count the records of ``files`` alone: the reason one of them is to be rejected whole when
+    the read fails for a file's sake (``file_fault``), None when it succeeds; any other failure is raised."""
+    try:
+        record_counts(parse_batch(spark, files)).collect()
+    except Exception as error:
+        fault = file_fault(error)
+        if fault is None:
+            raise
+        return fault
+    return None
+
+
+def unreadable_file(spark: SparkSession, files: list[InputFile], error: Exception) -> tuple[InputFile, str]:
+    """The file that a failed read of ``files`` belongs to, and why: found by reading halves of the files
+    whose records are read, then confirmed by reading it alone. Spark's error does not always name the
+    file (PySpark 3.5 does not for a field over the limit). ``error`` is raised again when the failure
+    does not recur with one file alone: it is then not one file's.
+    """
+    suspects = [item for item in files if item.header.names]
+    while len(suspects) > 1:
+        half = suspects[: len(suspects) // 2]
+        suspects = half if _read_fault(spark, half) else suspects[len(half) :]
+    reason = _read_fault(spark, suspects)
+    if reason is None:
+        raise error
+    return suspects[0], reason
+
+
+def _keep(spark: SparkSession, parsed: DataFrame, keeping: ExitStack) -> tuple[DataFrame, bool]:
+    """The parsed rows, kept on local disk until ``keeping`` closes, and whether the compute keeps them."""
+    try:
+        keeping.enter_context(spark_conf(spark, _KEPT_UNCOMPRESSED))
+        kept = parsed.persist(StorageLevel.DISK_ONLY)
+        keeping.callback(kept.unpersist)
+    except PySparkException as refused:
+        keeping.close()
+        LOG.warning("this compute keeps no parsed rows (%s); each action reads the batch's files again", refused)
+        return parsed, False
+    return kept, True
+
+
 @contextmanager
-def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[tuple[DataFrame, bool]]:
-    """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions; and
-    whether they are kept.
+def parsed_once(spark: SparkSession, files: list[InputFile]) -> Iterator[tuple[list[InputFile], DataFrame, list, bool]]:
+    """The batch's records, parsed by one CSV read and kept on local disk for the job's few actions: the
+    files (some now rejected whole), the parsed rows, their ``record_counts`` and whether they are kept.
 
     Counting, rejecting and staging then reuse the same parsed rows: no file is read twice, and the
     record ids the line numbers come from are those of that one read. Where the compute refuses to keep
     rows (Databricks serverless has no ``persist`` and few settable options), each action reads the
     files again, and may pack them into partitions otherwise: record ids then hold only within an action.
+
+    Containment: a file whose records cannot be read (gone, a field or record over the reader's limits,
+    an encoding the reader refuses) is rejected whole and the others are read again; a file changed
+    while it was read is rejected whole. Only a failure that is no one file's fails the job.
     """
-    parsed = parse_batch(spark, files)
-    kept = True
-    with ExitStack() as keeping:
-        try:
-            keeping.enter_context(spark_conf(spark, _KEPT_UNCOMPRESSED))
-            parsed = parsed.persist(StorageLevel.DISK_ONLY)
-            keeping.callback(parsed.unpersist)
-        except PySparkException as refused:
-            keeping.close()
-            kept = False
-            LOG.warning("this compute keeps no parsed rows (%s); each action reads the batch's files again", refused)
-        yield parsed, kept
+    while True:
+        with ExitStack() as keeping:
+            try:
+                parsed, kept = _keep(spark, parse_batch(spark, files), keeping)
+                counts = record_counts(parsed).collect()
+            except Exception as error:
+                if file_fault(error) is None:
+                    raise
+                keeping.close()
+                culprit, reason = unreadable_file(spark, files, error)
+                LOG.warning("%s is rejected whole: %s; reading the batch's other files again", culprit.uri, reason)
+                files = [item.rejected(reason) if item is culprit else item for item in files]
+                continue
+            yield changed_while_read(spark, files), parsed, counts, kept
+            return
 
 
 def stage_orders(
@@ -230,8 +288,8 @@ def stage_orders(
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
     files = read_input_files(spark, inputs)
-    with parsed_once(spark, files) as (parsed, kept):
-        outcomes = file_outcomes(files, (row.asDict() for row in record_counts(parsed).collect()))
+    with parsed_once(spark, files) as (files, parsed, counts, kept):
+        outcomes = file_outcomes(files, (row.asDict() for row in counts))
         record = stage_record(batch_id, outcomes, started_at)
         reasons = top_reasons(outcomes)
         # Kept rows keep the record ids the count saw; otherwise each write takes its files' first ids itself.

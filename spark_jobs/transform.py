@@ -54,8 +54,10 @@ def field_count(raw_text: Column) -> Column:
 
 
 def physical_lines(text: Column) -> Column:
-    """How many lines of the file a record's text spans (a trailing line break starts no line)."""
-    body = F.regexp_replace(text, r"[\r\n]+$", "")
+    """How many lines of the file a record's text spans. A trailing line break starts no line, nor does
+    one that ends a rebuilt record's last field (``...\\n"``): a quote opened in the last column and
+    never closed takes the file's own last line break into that field."""
+    body = F.regexp_replace(text, r'[\r\n]+"?$', "")
     return F.length(body) - F.length(F.replace(body, F.lit("\n"), F.lit(""))) + 1
 
 
