@@ -121,6 +121,10 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
         return bool(self._matches)
 
     def execute(self, context: Context) -> Any:
+        if earlier_manifest(self.settings, context["run_id"]) is not None:
+            # A cleared run loads the batch it listed before, which need not be in input any more.
+            LOG.info("run %s listed its batch before: no need to wait", context["run_id"])
+            return []
         self._source = run_source(context, self.settings)
         self.prefix = self._source.prefix
         if self.poke(context):
@@ -257,55 +261,93 @@ def batch_key(run_id: str) -> str:
     return f"{_UNSAFE.sub('_', run_id)[:180]}~{digest}"
 
 
+def manifest_name(settings: LoadSettings, run_id: str) -> str:
+    """The object name of a run's manifest."""
+    return f"{settings.manifest_prefix}{batch_key(run_id)}.json"
+
+
+def earlier_manifest(settings: LoadSettings, run_id: str) -> Manifest | None:
+    """The manifest this run id wrote before (an earlier try, or the run cleared and run again), if any."""
+    name = manifest_name(settings, run_id)
+    with gcs_errors(f"read gs://{settings.bucket}/{name}", settings):
+        blob = _bucket(settings).get_blob(name, retry=gcs_retry(settings))
+        text = blob.download_as_text(retry=gcs_retry(settings)) if blob is not None else None
+    return None if text is None else Manifest.from_json(text, f"manifest gs://{settings.bucket}/{name}")
+
+
+def _listed(settings: LoadSettings, blob: Any, source: Source, batch_id: str, date: str, folder: str) -> ManifestFile:
+    """One listed object, with where the run moves it: ``<archive folder><batch>/<name in input>`` once
+    loaded, ``<rejected>/<date>/<batch>/<name in input>`` when rejected whole. A replay moves nothing."""
+    relative = blob.name[len(source.prefix) :]
+    uri = f"gs://{settings.bucket}/"
+    return ManifestFile(
+        uri=uri + blob.name,
+        name=blob.name,
+        generation=blob.generation,
+        size=blob.size,
+        archive_uri=None if source.replay else f"{uri}{folder}{batch_id}/{relative}",
+        rejected_uri=None if source.replay else f"{uri}{settings.rejected_prefix}{date}/{batch_id}/{relative}",
+    )
+
+
 def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
-    """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest."""
+    """List the exact ``.csv`` objects to load (name, generation, size) and write them as the run's manifest.
+
+    A run's manifest is its batch: a run id that wrote one before loads it again rather than listing
+    anew, so clearing a run reloads the same files (read where the run moved them) with the same rejects.
+    """
+    run_id = context["run_id"]
+    name = manifest_name(settings, run_id)
+    manifest_uri = f"gs://{settings.bucket}/{name}"
+    earlier = earlier_manifest(settings, run_id)
+    if earlier is not None:
+        LOG.info("run %s listed its batch before: reusing %s (%d files)", run_id, manifest_uri, len(earlier.files))
+        return {**earlier.to_dict(), "manifest_uri": manifest_uri}
+
     source = run_source(context, settings)
     blobs = list_source(settings, source)
+    key, date, folder = batch_key(run_id), batch_date(context), archive_folder(settings, context)
     files = tuple(
-        ManifestFile(
-            uri=f"gs://{settings.bucket}/{blob.name}", name=blob.name, generation=blob.generation, size=blob.size
-        )
+        _listed(settings, blob, source, key, date, folder)
         for blob in sorted(blobs, key=lambda blob: blob.name)
         if blob.name.lower().endswith(".csv")
     )
     ignored = sorted(
         blob.name for blob in blobs if not blob.name.lower().endswith(".csv") and not blob.name.endswith("/")
     )
-    for name in ignored:
-        LOG.warning("left alone (not a .csv file): gs://%s/%s", settings.bucket, name)
+    for ignored_name in ignored:
+        LOG.warning("left alone (not a .csv file): gs://%s/%s", settings.bucket, ignored_name)
     if not files:
         raise AirflowSkipException(f"no .csv objects in {source.describe(settings.bucket)}")
 
-    key = batch_key(context["run_id"])
     manifest = Manifest(
         batch_id=key,
         files=files,
-        run_id=context["run_id"],
-        batch_date=batch_date(context),
+        run_id=run_id,
+        batch_date=date,
         replay=source.replay,
         source_prefix=source.prefix,
-        archive_folder=archive_folder(settings, context),
+        archive_folder=folder,
     )
-    manifest_name = f"{settings.manifest_prefix}{key}.json"
     # Written only after the whole listing succeeded, in one upload: GCS makes the object appear whole
     # or not at all, so no partial manifest can exist.
-    with gcs_errors(f"write gs://{settings.bucket}/{manifest_name}", settings):
-        _bucket(settings).blob(manifest_name).upload_from_string(
+    with gcs_errors(f"write {manifest_uri}", settings):
+        _bucket(settings).blob(name).upload_from_string(
             json.dumps(manifest.to_dict(), indent=2), content_type="application/json", retry=gcs_retry(settings)
         )
     LOG.info(
-        "manifest gs://%s/%s lists %d files (%d bytes) from %s",
-        settings.bucket,
-        manifest_name,
+        "manifest %s lists %d files (%d bytes) from %s",
+        manifest_uri,
         len(files),
         sum(f.size or 0 for f in files),
         source.describe(settings.bucket),
     )
-    return {**manifest.to_dict(), "manifest_uri": f"gs://{settings.bucket}/{manifest_name}"}
+    return {**manifest.to_dict(), "manifest_uri": manifest_uri}
 
 
 def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
-    """Move exactly the manifest's objects: loaded ones to the archive, files rejected whole to rejected/.
+    """Move exactly the manifest's objects: loaded ones to their ``archive_uri``, files rejected whole to
+    their ``rejected_uri``.
 
     A listed object that is no longer in input was moved by an earlier try of this task, or by another
     run that loaded the same files (its rows are in the target either way); it is reported, not moved.
@@ -317,18 +359,18 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
     outcome_by_uri = {item.uri: item for item in JobMetrics.from_dict(stage_result).files}
     bucket = _bucket(settings)
     retry = gcs_retry(settings)
+    in_bucket = f"gs://{settings.bucket}/"
     moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
     for item in manifest.files:
         outcome = outcome_by_uri.get(item.uri)
         if outcome is None:
             raise AirflowException(f"stage reported nothing about {item.uri}; not archiving it")
-        relative = item.name[len(manifest.source_prefix) :]
         if outcome.status == REJECTED:
-            destination = f"{settings.rejected_prefix}{manifest.batch_date}/{manifest.batch_id}/{relative}"
+            destination = item.rejected_uri.removeprefix(in_bucket)
             LOG.warning("%s was rejected whole (%s): moving it to %s", item.uri, outcome.reason, destination)
             kind = "rejected"
         else:
-            destination = f"{manifest.archive_folder}{manifest.batch_id}/{relative}"
+            destination = item.archive_uri.removeprefix(in_bucket)
             kind = "archived"
         with gcs_errors(f"move gs://{settings.bucket}/{item.name} to {destination}", settings):
             result = _move(bucket, item.name, int(item.generation), destination, retry)

@@ -17,7 +17,16 @@ def _listing(gcs) -> dict:
     files = []
     for name in NAMES:
         blob = gcs.bucket.get_blob(name)
-        files.append({"uri": f"gs://{gcs.bucket_name}/{name}", "name": name, "generation": blob.generation})
+        relative = name.removeprefix("input/")
+        files.append(
+            {
+                "uri": f"gs://{gcs.bucket_name}/{name}",
+                "name": name,
+                "generation": blob.generation,
+                "archive_uri": f"gs://{gcs.bucket_name}/{FOLDER}{relative}",
+                "rejected_uri": f"gs://{gcs.bucket_name}/rejected/2026-11-26/batch-1/{relative}",
+            }
+        )
     return {
         "batch_id": "batch-1",
         "batch_date": "2026-11-26",
@@ -93,6 +102,7 @@ def test_a_backfill_run_with_nothing_archived_in_its_interval_is_skipped_at_once
     gcs.upload("input/new.csv", "order_num\n")  # input is never a backfill's source
     start, end = datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC)
     context = {
+        "run_id": "backfill__2026-11-21T00:00:00+00:00",
         "dag_run": FakeDagRun(DagRunType.BACKFILL, start, end, start, end),
         "params": {"replay_date": None},
     }
@@ -119,3 +129,74 @@ def test_an_archived_object_is_never_overwritten_by_a_new_file_of_its_name(gcs, 
     assert gcs.read(f"{FOLDER}a.csv") == b"archived earlier, another file\n"
     assert gcs.names("input/") == ["input/a.csv"]
     assert moved["archived"] == [f"{FOLDER}b.csv", f"{FOLDER}c.csv", f"{FOLDER}d.csv"]
+
+
+def test_a_move_cut_between_its_copy_and_its_delete_is_finished_by_the_retry(gcs, listed, monkeypatch):
+    """The worst moment to stop: b.csv is in both input/ and the archive. The retry must delete, not copy again."""
+    bucket_of = gcs_files._bucket
+
+    def bucket_that_dies_deleting_b(settings):
+        bucket = bucket_of(settings)
+        delete = bucket.delete_blob
+
+        def delete_blob(name, **kwargs):
+            if name == "input/b.csv":
+                raise AirflowException("injected: the worker died after copying input/b.csv")
+            return delete(name, **kwargs)
+
+        bucket.delete_blob = delete_blob
+        return bucket
+
+    with monkeypatch.context() as cut:
+        cut.setattr(gcs_files, "_bucket", bucket_that_dies_deleting_b)
+        with pytest.raises(AirflowException, match="injected"):
+            gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    assert gcs.names("input/") == ["input/b.csv", "input/c.csv", "input/d.csv"]
+    assert gcs.names("archive/") == [f"{FOLDER}a.csv", f"{FOLDER}b.csv"]
+    copied_generation = gcs.bucket.get_blob(f"{FOLDER}b.csv").generation
+
+    retried = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+
+    assert retried["archived"] == [f"{FOLDER}{name}" for name in ("a.csv", "b.csv", "c.csv", "d.csv")]
+    assert retried["left_in_input"] == retried["already_gone"] == []
+    assert gcs.names("input/") == []
+    # The copy the cut try made is the one kept: the retry recognised it and only deleted the input object.
+    assert gcs.bucket.get_blob(f"{FOLDER}b.csv").generation == copied_generation
+    assert gcs.read(f"{FOLDER}b.csv") == b"input/b.csv first version\n"
+
+
+def test_a_cleared_run_reuses_its_manifest_instead_of_listing_again(gcs, pipeline_env):
+    """A run's manifest is its batch: run again under the same id, it loads what it listed, not what is new."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    from tests.dags.test_gcs_files import FakeDagRun
+
+    at = datetime(2026, 11, 26, 10, tzinfo=UTC)
+    context = {
+        "run_id": "scheduled__2026-11-26T10:00:00+00:00",
+        "dag_run": FakeDagRun(DagRunType.SCHEDULED, at, at, at, at),
+        "params": {"replay_date": None},
+    }
+    settings = load_settings()
+    gcs.upload("input/a.csv", "first\n")
+    first = gcs_files.list_and_write_manifest(settings, context)
+    gcs_files.archive_loaded_files(settings, first, _loaded(first), context)
+    gcs.upload("input/new.csv", "arrived after the run\n")
+
+    again = gcs_files.list_and_write_manifest(settings, context)
+    waited = gcs_files.NewFilesSensor(task_id="wait_for_new_files", settings=settings).execute(context)
+
+    batch = "scheduled__2026-11-26T10:00:00+00:00"
+    assert again == first
+    assert [(f["uri"], f["archive_uri"], f["rejected_uri"]) for f in again["files"]] == [
+        (
+            "gs://order-tracking/input/a.csv",
+            f"gs://order-tracking/archive/2026-11-26/10/{batch}/a.csv",
+            f"gs://order-tracking/rejected/2026-11-26/{batch}/a.csv",
+        )
+    ]
+    assert gcs.names("archive/") == [f"archive/2026-11-26/10/{batch}/a.csv"]
+    assert waited == []  # no wait for new files: the run has its batch
+    assert gcs.names("input/") == ["input/new.csv"]  # left for the next run
