@@ -83,6 +83,10 @@ def read_staged(spark: SparkSession, staging_table: str, batch_id: str) -> tuple
     return batch, profile_batch(batch)
 
 
+# A merge whose MERGE committed but whose figures did not reconcile: the batch is not finished.
+UNRECONCILED = "merge_unreconciled"
+
+
 def merge_orders(
     spark: SparkSession,
     batch_id: str,
@@ -104,7 +108,7 @@ def merge_orders(
         # While the staged rows are profiled: what earlier tries of this staging's merge committed. Counted
         # as this merge's, so a retry's figures (and the Asset event they decide) are the batch's.
         marker = merge_marker(batch_id, stage_record)
-        unfinished = stage_record.get("status") == "staged"
+        unfinished = stage_record.get("status") in ("staged", UNRECONCILED)
         earlier = earlier_merge_counts(spark, target_table, history_table, marker) if unfinished else {}
         batch, profile = staged_read.result()
     if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
@@ -153,24 +157,20 @@ def merge_orders(
         "target_version": version,
     }
     accounted = counts["inserted"] + counts["updated"] + counts["older"] + unchanged
+    record = {**stage_record, **metrics, "merge_started_at": started_at, "merge_finished_at": utc_now()}
     if counts["missing"] or unchanged < 0 or staged != accounted:
-        raise OrderLoadError(
+        # The MERGE has committed: the alarm goes into the audit record before the job fails, and a retry
+        # (which finds this staging's commits by its marker) checks again, keeping the alarm.
+        error = (
             f"batch {batch_id} does not reconcile: staged {staged} != inserted {counts['inserted']} + updated "
             f"{counts['updated']} + skipped_stale {counts['older']} + unchanged {unchanged}; "
             f"{counts['missing']} staged keys are missing from or older in {target_table} version {version}"
         )
-    upsert_audit(
-        spark,
-        {
-            **stage_record,
-            **metrics,
-            "status": "merged",
-            "error": None,
-            "merge_started_at": started_at,
-            "merge_finished_at": utc_now(),
-        },
-        audit_table,
-    )
+        upsert_audit(spark, {**record, "status": UNRECONCILED, "error": error}, audit_table)
+        raise OrderLoadError(f"{error}. The MERGE committed; the audit record says {UNRECONCILED}.")
+    earlier_alarm = stage_record.get("error") if stage_record.get("status") == UNRECONCILED else None
+    alarm = f"reconciled on a later try; an earlier try said: {earlier_alarm}" if earlier_alarm else None
+    upsert_audit(spark, {**record, "status": "merged", "error": alarm}, audit_table)
     LOG.info(
         "merged batch %s into %s version %d: %d inserted, %d updated, %d skipped as stale, %d unchanged",
         batch_id,

@@ -6,6 +6,7 @@ import pytest
 
 from order_tracking_load.settings import Tables
 from spark_jobs import merge_orders as merge_module
+from spark_jobs.cli import OrderLoadError
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.stage_orders import stage_orders
 from tests.conftest import SEED_FILES
@@ -50,3 +51,30 @@ def test_a_retry_after_the_target_merge_committed_reports_what_the_batch_changed
     # A complete re-run of the merged batch changed nothing, and says so.
     rerun = _merge(spark, tables, "batch")
     assert (rerun["rows_inserted"], rerun["rows_updated"], rerun["rows_unchanged"]) == (0, 0, retried["rows_staged"])
+
+
+def test_a_reconciliation_that_fails_after_the_commit_is_recorded_and_a_retry_finishes_keeping_the_alarm(
+    spark, tables, monkeypatch
+):
+    """The check runs after the irreversible MERGE: its alarm must outlive the try, and the batch must finish."""
+    stage_orders(spark, [{"uri": str(SEED_FILES[0])}], "alarm", tables.staging, tables.rejects, 0.1, tables.audit)
+    real_compare = merge_module.compare_with_target
+
+    def one_key_missing(*args, **kwargs):
+        return {**real_compare(*args, **kwargs), "missing": 1}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(merge_module, "compare_with_target", one_key_missing)
+        with pytest.raises(OrderLoadError, match="does not reconcile") as failure:
+            _merge(spark, tables, "alarm")
+    assert "The MERGE committed; the audit record says merge_unreconciled." in str(failure.value)
+    first = read(spark, tables.audit).first()
+    assert (first["status"], first["rows_inserted"]) == ("merge_unreconciled", first["rows_staged"])
+    assert first["error"].startswith("batch alarm does not reconcile: ")
+
+    retried = _merge(spark, tables, "alarm")
+
+    assert (retried["rows_inserted"], retried["rows_unchanged"]) == (first["rows_staged"], 0)
+    audit = read(spark, tables.audit).first()
+    assert audit["status"] == "merged"
+    assert audit["error"] == f"reconciled on a later try; an earlier try said: {first['error']}"
