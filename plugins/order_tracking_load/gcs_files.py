@@ -121,14 +121,14 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
         return bool(self._matches)
 
     def execute(self, context: Context) -> Any:
-        if earlier_manifest(self.settings, context["run_id"]) is not None:
-            # A cleared run loads the batch it listed before, which need not be in input any more.
-            LOG.info("run %s listed its batch before: no need to wait", context["run_id"])
-            return []
         self._source = run_source(context, self.settings)
         self.prefix = self._source.prefix
         if self.poke(context):
             return self._matches
+        if earlier_manifest(self.settings, context["run_id"]) is not None:
+            # A cleared run loads the batch it listed before, which need not be in input any more.
+            LOG.info("run %s listed its batch before: no need to wait", context["run_id"])
+            return []
         if self._source.replay:
             # Archived files do not arrive later: a replay with nothing to reload ends at once.
             raise AirflowSkipException(f"nothing to replay: no archived files in {self._source.describe(self.bucket)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 
@@ -68,7 +69,9 @@ def test_gcs_down_while_listing_leaves_no_manifest_and_every_file_in_input(
     assert outcome.tasks["wait_for_new_files"] == "success"
     assert outcome.tasks["list_new_files"] == "failed"
     assert {outcome.tasks[t] for t in ("stage_orders", "merge_orders", "archive_loaded_files")} == {"upstream_failed"}
-    assert _task_output(capfd).count(f"could not list gs://{BUCKET}/input/ after retrying for 2 s") == 2
+    # The listing task's first call reads the run's manifest of an earlier try, if any.
+    manifest = f"gs://{BUCKET}/manifests/{gcs_files.batch_key(outcome.run_id)}.json"
+    assert _task_output(capfd).count(f"could not read {manifest} after retrying for 2 s") == 2
     assert gcs.names("manifests/") == []
     assert gcs.names("input/") == SEED_INPUT
     assert not (outage_settings / "orders").exists()
@@ -101,3 +104,46 @@ def _task_output(capfd: pytest.CaptureFixture) -> str:
     """What the tasks printed (the task runner logs a failure's exception to the console)."""
     out, err = capfd.readouterr()
     return out + err
+
+
+def test_each_gcs_call_backs_off_exponentially_for_the_configured_time_then_fails_clearly(pipeline_env, monkeypatch):
+    """Measured, not read from the setting: how many attempts one listing makes, and when."""
+    import http.server
+    import threading
+
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    from order_tracking_load.settings import load_settings
+
+    attempts: list[float] = []
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if "/o?" in self.path:  # a listing request (the client also reads the bucket's metadata)
+                attempts.append(time.monotonic())
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"code": 503, "message": "injected: backend unavailable"}}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("ORDER_TRACKING_GCS_RETRY_SECONDS", "6")
+    try:
+        began = time.monotonic()
+        with pytest.raises(AirflowException, match=r"could not list gs://order-tracking/input/ after retrying for 6 s"):
+            gcs_files.list_objects(load_settings(), "input/")
+        elapsed = time.monotonic() - began
+    finally:
+        server.shutdown()
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    # google-api-core's truncated exponential backoff: each sleep drawn from [0, 1 s], [0, 2 s], [0, 4 s] ...
+    # until the next would pass the 6 s budget.
+    assert len(attempts) >= 3, gaps
+    assert sum(gaps) > 0.1, gaps  # it waited between attempts
+    assert elapsed <= 6 + 1, (elapsed, gaps)  # and gave up within the budget
