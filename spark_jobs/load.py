@@ -153,15 +153,21 @@ def _instant(micros: int) -> datetime:
 
 
 def create_table_if_absent(
-    spark: SparkSession, identifier: str, schema: T.StructType, cluster_by: str | None = None
+    spark: SparkSession,
+    identifier: str,
+    schema: T.StructType,
+    cluster_by: str | None = None,
+    partition_by: str | None = None,
 ) -> None:
-    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` if given).
+    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` or partitioned by
+    ``partition_by`` if given).
 
     Raises ``TableNotCreated`` when a path is left without a Delta table (another creator's first
     commit is under way, or the folder holds other files): ``retry_on_conflict`` tries again.
     """
     columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema.fields)
     clustering = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
+    clustering += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
     properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{clustering} "
@@ -293,8 +299,15 @@ def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
 
 
 def ensure_audit_table(spark: SparkSession, audit: str) -> None:
-    """Create the audit table, or add the columns an older version of this code did not write."""
-    retry_on_conflict(lambda: create_table_if_absent(spark, audit, AUDIT_SCHEMA), f"creating {audit}")
+    """Create the audit table, or add the columns an older version of this code did not write.
+
+    It is partitioned by batch, like the staging and rejects tables: each batch's record is replaced in
+    its own partition, so the records of batches running at once never conflict (unpartitioned, ten at
+    once needed all 8 tries).
+    """
+    retry_on_conflict(
+        lambda: create_table_if_absent(spark, audit, AUDIT_SCHEMA, partition_by="batch_id"), f"creating {audit}"
+    )
     current = read_table(spark, audit).schema
     missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_SCHEMA.fields if f.name not in current.names]
     file_fields = current["files"].dataType.elementType.names

@@ -16,7 +16,8 @@ the job returns, then TERMINATED.
 - ``UNREACHABLE``: the run goes on, but ``runs/get`` answers 503 to its first ``unreachable_gets`` calls;
 - ``GONE``: as UNREACHABLE, then the run no longer exists (``runs/get`` answers ``gone_status``: 400
   "Run … does not exist", or 404);
-- ``EMPTY_LOGS``: the run succeeds, but ``runs/get-output`` returns no logs.
+- ``EMPTY_LOGS``: the run succeeds, but ``runs/get-output`` returns no logs;
+- ``LONG``: the run stays RUNNING until it is cancelled, then ends CANCELED.
 ``throttle_submits`` answers that many next ``runs/submit`` calls with 429 before accepting one.
 
 With ``tls=True`` it serves HTTPS with a certificate made for 127.0.0.1 (``ca_file``), and the OAuth
@@ -164,6 +165,7 @@ class JobsApiStandIn:
             task_key = payload["tasks"][0]["task_key"]
             outcome = self.script[task_key].pop(0) if self.script[task_key] else "SUCCESS"
             run = {
+                "id": run_id,
                 "task_key": task_key,
                 "outcome": outcome,
                 "end": "SUCCESS" if outcome in (*_SUCCEEDING, "RESULT_FAILED") else outcome,
@@ -205,6 +207,8 @@ class JobsApiStandIn:
 
     def _state(self, run: dict) -> dict:
         run["polls"] += 1
+        if run["outcome"] == "LONG":
+            return TERMINAL_STATES["CANCELED"] if run["id"] in self.cancelled else RUNNING
         if run["thread"] is not None:
             if run["started"] is None:
                 return PENDING

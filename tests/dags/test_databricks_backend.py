@@ -175,6 +175,35 @@ def test_killing_the_task_cancels_its_databricks_run(databricks):
     assert databricks.cancelled == [42]
 
 
+def test_cancelling_a_deferred_task_cancels_the_run_it_submitted(databricks):
+    """The task defers while its run goes on; the trigger it hands the triggerer is what a user's mark-failed or
+    clear kills (``BaseTrigger.on_kill``), and it must cancel that very run."""
+    import asyncio
+    import types
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from order_tracking_load.run_spec import stage_parameters
+    from order_tracking_load.settings import load_settings
+    from order_tracking_load.spark_backends import spark_job
+
+    databricks.script["stage_orders"] = ["LONG"]  # RUNNING until cancelled: the task defers
+    settings = load_settings()
+    listing = {"manifest_uri": "gs://order-tracking/manifests/manual__cancel.json", "batch_id": "manual__cancel"}
+    operator = spark_job("stage_orders", stage_parameters(settings, listing), settings)
+    dag_run = types.SimpleNamespace(run_id="manual__cancel", clear_number=0)
+    pushed: dict = {}
+    ti = types.SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"dag_run": dag_run, "run_id": "manual__cancel", "params": {}, "ti": ti})
+    (submitted_run,) = databricks.runs
+
+    asyncio.run(deferred.value.trigger.on_kill())
+
+    assert databricks.cancelled == [submitted_run] == [pushed["run_id"]]
+    assert databricks._state(databricks.runs[submitted_run])["result_state"] == "CANCELED"
+
+
 FAKE_TOKEN = "dapi0f1e2d3c4b5a69788796a5b4c3d2e1f0-FAKE"
 FAKE_KEY_MATERIAL = "FAKE-GCP-PRIVATE-KEY-MATERIAL-7f3a9c"
 
