@@ -19,18 +19,23 @@ def test_a_failed_merge_then_a_failed_archive_load_each_file_exactly_once(
 ):
     upload_seed(gcs)
 
-    # 1. The merge fails after staging: the target is untouched and every file stays in input.
-    def merge_breaks(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("injected: the merge died")
+    # 1. The merge dies after its target MERGE and its history insert committed: every file stays in input.
+    from spark_jobs import merge_orders as merge_module
+
+    real_insert = merge_module.insert_new_history
+
+    def dies_after_the_history_insert(*args: object, **kwargs: object) -> int:
+        real_insert(*args, **kwargs)
+        raise RuntimeError("injected: the merge died after its commits")
 
     with monkeypatch.context() as patch:
-        patch.setattr("spark_jobs.merge_orders.merge_latest", merge_breaks)
+        patch.setattr(merge_module, "insert_new_history", dies_after_the_history_insert)
         failed_merge = run_dag()
     assert failed_merge.tasks["merge_orders"] == "failed"
     assert failed_merge.tasks["archive_loaded_files"] == "upstream_failed"
     assert gcs.names("input/") == SEED_INPUT
     assert gcs.names("archive/") == []
-    assert read(spark, str(pipeline_env / "orders")).count() == 0
+    assert read(spark, str(pipeline_env / "orders")).count() == 23  # committed, though the task failed
 
     # 2. The next run merges, then archiving fails: the data is loaded, the files are still in input.
     def move_breaks(*args: object, **kwargs: object) -> bool:
