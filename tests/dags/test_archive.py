@@ -183,10 +183,12 @@ def test_a_cleared_run_reuses_its_manifest_instead_of_listing_again(gcs, pipelin
     gcs.upload("input/a.csv", "first\n")
     first = gcs_files.list_and_write_manifest(settings, context)
     gcs_files.archive_loaded_files(settings, first, _loaded(first), context)
-    gcs.upload("input/new.csv", "arrived after the run\n")
 
-    again = gcs_files.list_and_write_manifest(settings, context)
+    # Run again under its id with input/ empty, the sensor does not wait (defer) for new files...
     waited = gcs_files.NewFilesSensor(task_id="wait_for_new_files", settings=settings).execute(context)
+    gcs.upload("input/new.csv", "arrived after the run\n")
+    # ...and the listing loads the run's own batch, not what is in input/ now.
+    again = gcs_files.list_and_write_manifest(settings, context)
 
     batch = "scheduled__2026-11-26T10:00:00+00:00"
     assert again == first
@@ -198,5 +200,5 @@ def test_a_cleared_run_reuses_its_manifest_instead_of_listing_again(gcs, pipelin
         )
     ]
     assert gcs.names("archive/") == [f"archive/2026-11-26/10/{batch}/a.csv"]
-    assert waited == []  # no wait for new files: the run has its batch
+    assert waited == []
     assert gcs.names("input/") == ["input/new.csv"]  # left for the next run
