@@ -180,7 +180,9 @@ def test_merge_fails_when_the_batch_does_not_reconcile(spark, tables, monkeypatc
 
     with pytest.raises(OrderLoadError, match=r"does not reconcile: staged 6 .* 6 staged keys are missing"):
         merge_orders(spark, "broken", tables.staging, tables.target, tables.history, tables.audit)
-    assert read(spark, tables.audit).where("batch_id = 'broken'").first()["status"] == "staged"
+    audit = read(spark, tables.audit).where("batch_id = 'broken'").first()
+    assert audit["status"] == "merge_unreconciled"  # the alarm is recorded, not only raised
+    assert audit["error"].startswith("batch broken does not reconcile: staged 6 != inserted 6")
 
 
 def test_dates_and_times_outside_the_accepted_range_are_rejected_and_the_range_ends_merge(spark, tables, tmp_path):
