@@ -39,17 +39,18 @@ class FileFault(Exception):
 
 
 GONE = "the file is gone: moved or deleted since it was listed"
+UNPARSABLE = (
+    f"the reader cannot parse it: a field longer than {MAX_FIELD_CHARS:,} characters or a record of more than "
+    f"{MAX_RECORD_FIELDS:,} fields (the reader's limits)"
+)
 # Failures of one file's content or presence, known by a text their error carries through whichever
 # layer wraps it (Hadoop, Spark, py4j, the GCS connector), and the reason the file is rejected with.
 # Any other failure belongs to the batch's infrastructure (Spark, Delta, storage) and fails the job.
+# Univocity's parser raises TextParsingException over either limit; which limit its message names is not
+# reliable (once the JVM has thrown the underlying exception often, it drops the exception's message).
 _FILE_FAULTS = (
     (("FileNotFoundException", "PATH_NOT_FOUND"), GONE),
-    (("maximum number of characters",), f"a field longer than {MAX_FIELD_CHARS:,} characters (the reader's limit)"),
-    # Univocity reports a record over ``maxColumns`` as an index out of bounds of its column array.
-    (
-        ("maximum number of columns", f"Index {MAX_RECORD_FIELDS} out of bounds"),
-        f"a record of more than {MAX_RECORD_FIELDS:,} fields (the reader's limit)",
-    ),
+    (("TextParsingException",), UNPARSABLE),
     (
         ("GZIP encoded",),
         "stored gzip-encoded (Content-Encoding: gzip), which the reader does not decompress: upload it uncompressed",

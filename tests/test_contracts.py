@@ -14,7 +14,16 @@ from spark_jobs.contracts import FileResult, JobMetrics, Manifest, ManifestFile
 def test_a_manifest_survives_its_json_round_trip():
     manifest = Manifest(
         batch_id="scheduled__2026-11-26T10:00:00+00:00",
-        files=(ManifestFile(uri="gs://b/input/a.csv", name="input/a.csv", generation=17, size=120),),
+        files=(
+            ManifestFile(
+                uri="gs://b/input/a.csv",
+                name="input/a.csv",
+                generation=17,
+                size=120,
+                archive_uri="gs://b/archive/2026-11-26/10/run/a.csv",
+                rejected_uri="gs://b/rejected/2026-11-26/run/a.csv",
+            ),
+        ),
         run_id="scheduled__2026-11-26T10:00:00+00:00",
         batch_date="2026-11-26",
         source_prefix="input/",
@@ -23,8 +32,20 @@ def test_a_manifest_survives_its_json_round_trip():
 
     assert Manifest.from_json(json.dumps(manifest.to_dict())) == manifest
     assert manifest.to_dict()["files"] == [
-        {"uri": "gs://b/input/a.csv", "name": "input/a.csv", "generation": 17, "size": 120}
+        {
+            "uri": "gs://b/input/a.csv",
+            "name": "input/a.csv",
+            "generation": 17,
+            "size": 120,
+            "archive_uri": "gs://b/archive/2026-11-26/10/run/a.csv",
+            "rejected_uri": "gs://b/rejected/2026-11-26/run/a.csv",
+        }
     ]
+    assert manifest.files[0].locations == (
+        "gs://b/input/a.csv",
+        "gs://b/archive/2026-11-26/10/run/a.csv",
+        "gs://b/rejected/2026-11-26/run/a.csv",
+    )
 
 
 @pytest.mark.parametrize(
