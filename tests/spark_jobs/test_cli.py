@@ -1,4 +1,8 @@
-"""Both CLIs end to end, as Databricks or the local backend run them: a fresh process, path tables, JSON out."""
+"""The command lines' contract: JSON out, exit codes, the report's refusals.
+
+Both jobs and the report run end to end from their command lines, at once, in
+``test_concurrency.test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SEED_FILES
+from tests.conftest import REPO
 
 
 def run_cli(module: str, *args: str) -> tuple[int, dict, str]:
@@ -23,66 +27,6 @@ def run_cli(module: str, *args: str) -> tuple[int, dict, str]:
 OPENLINEAGE_CONTEXT = json.dumps(
     {"parent": {"run": {"runId": "01a2"}, "job": {"namespace": "airflow", "name": "dag.merge_orders"}}}
 )
-
-
-def test_stage_then_merge_from_the_command_line(tables, tmp_path):
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(
-        json.dumps({"batch_id": "cli", "files": [{"uri": str(p), "size": p.stat().st_size} for p in SEED_FILES]})
-    )
-
-    code, staged, stage_log = run_cli(
-        "spark_jobs.stage_orders",
-        *("--manifest", str(manifest), "--batch-id", "cli"),
-        *("--staging-table", tables.staging, "--rejects-table", tables.rejects, "--audit-table", tables.audit),
-    )
-    assert code == 0, stage_log
-    assert (
-        staged["result"],
-        staged["status"],
-        staged["rows_read"],
-        staged["rows_rejected"],
-        staged["rows_collapsed"],
-        staged["rows_staged"],
-    ) == (
-        "succeeded",
-        "staged",
-        94,
-        0,
-        71,
-        23,
-    )
-    assert [f["size"] for f in staged["files"]] == [p.stat().st_size for p in SEED_FILES]
-
-    code, merged, merge_log = run_cli(
-        "spark_jobs.merge_orders",
-        *("--batch-id", "cli", "--staging-table", tables.staging, "--target-table", tables.target),
-        *("--history-table", tables.history, "--audit-table", tables.audit),
-        f"--OPENLINEAGE_CONTEXT={OPENLINEAGE_CONTEXT}",
-    )
-    assert code == 0, merge_log
-    assert "OPENLINEAGE_CONTEXT from the submitting task: airflow/dag.merge_orders run 01a2" in merge_log
-    assert (
-        merged["rows_inserted"],
-        merged["rows_updated"],
-        merged["rows_skipped_stale"],
-        merged["target_version"],
-    ) == (
-        23,
-        0,
-        0,
-        1,
-    )
-    assert "merged batch cli" in merge_log
-
-    # What Airflow runs when a run's output lost its metrics line: the same figures, from the audit record.
-    code, reported, report_log = run_cli(
-        "spark_jobs.batch_report", "--job=merge_orders", "--batch-id=cli", f"--audit-table={tables.audit}"
-    )
-    assert code == 0, report_log
-    assert {key: value for key, value in reported.items() if key != "top_reject_reasons"} == {
-        key: value for key, value in merged.items() if key != "top_reject_reasons"
-    }
 
 
 def test_a_failing_job_exits_1_with_a_readable_message(tables):

@@ -21,6 +21,7 @@ from spark_jobs.session import conf_get
 from spark_jobs.tables import COMMIT_ATTEMPTS, TableNotCreated, _is_conflict, error_condition, retry_on_conflict
 from tests.conftest import REPO, SEED_FILES, expected_latest, seed_rows, typed_business_row
 from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
+from tests.spark_jobs.test_cli import OPENLINEAGE_CONTEXT, run_cli
 
 
 def _start(module: str, *args: str) -> subprocess.Popen:
@@ -31,31 +32,33 @@ def _start(module: str, *args: str) -> subprocess.Popen:
     )
 
 
-def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, tables):
+def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, tables, tmp_path):
+    """Four command-line jobs, as Databricks or the local backend run them: fresh processes, JSON out.
+
+    Stage batch-a reads a manifest; merge batch-c carries the OpenLineage context the provider injects.
+    """
     from spark_jobs.stage_orders import stage_orders
 
     # Batches C and D are staged first; the target and history do not exist yet, so the two merges
     # also race to create them.
     for batch, path in (("batch-c", SEED_FILES[3]), ("batch-d", SEED_FILES[4])):
         stage_orders(spark, [{"uri": str(path)}], batch, tables.staging, tables.rejects, 0.1, tables.audit)
+    manifest = tmp_path / "manifest.json"
+    listed = [{"uri": str(path), "size": path.stat().st_size} for path in SEED_FILES[:2]]
+    manifest.write_text(json.dumps({"batch_id": "batch-a", "files": listed}))
     common = ("--staging-table", tables.staging, "--audit-table", tables.audit)
     stage = ("--rejects-table", tables.rejects, *common)
     merge = ("--target-table", tables.target, "--history-table", tables.history, *common)
     jobs = {
         "stage batch-a": _start(
-            "spark_jobs.stage_orders",
-            "--batch-id",
-            "batch-a",
-            *stage,
-            "--input",
-            str(SEED_FILES[0]),
-            "--input",
-            str(SEED_FILES[1]),
+            "spark_jobs.stage_orders", "--batch-id", "batch-a", *stage, "--manifest", str(manifest)
         ),
         "stage batch-b": _start(
             "spark_jobs.stage_orders", "--batch-id", "batch-b", *stage, "--input", str(SEED_FILES[2])
         ),
-        "merge batch-c": _start("spark_jobs.merge_orders", "--batch-id", "batch-c", *merge),
+        "merge batch-c": _start(
+            "spark_jobs.merge_orders", "--batch-id", "batch-c", *merge, f"--OPENLINEAGE_CONTEXT={OPENLINEAGE_CONTEXT}"
+        ),
         "merge batch-d": _start("spark_jobs.merge_orders", "--batch-id", "batch-d", *merge),
     }
     outputs = {name: job.communicate(timeout=900) for name, job in jobs.items()}
@@ -65,6 +68,13 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
     assert failures == {}
     results = {name: json.loads(out.decode().strip().splitlines()[-1]) for name, (_, out, _) in finished.items()}
     assert {name: result["result"] for name, result in results.items()} == dict.fromkeys(jobs, "succeeded")
+    stage_a = results["stage batch-a"]
+    rows_a = sum(1 for row in seed_rows() if row["_file"] in {path.name for path in SEED_FILES[:2]})
+    assert (stage_a["status"], stage_a["rows_read"], stage_a["rows_rejected"]) == ("staged", rows_a, 0)
+    assert [f["size"] for f in stage_a["files"]] == [path.stat().st_size for path in SEED_FILES[:2]]
+    assert "OPENLINEAGE_CONTEXT from the submitting task: airflow/dag.merge_orders run 01a2" in (
+        finished["merge batch-c"][2].decode()
+    )
     staged = read(spark, tables.staging)
     staged_rows = {batch: staged.where(F.col(BATCH_ID) == f"batch-{batch}").count() for batch in "ab"}
     assert staged_rows == {"a": results["stage batch-a"]["rows_staged"], "b": results["stage batch-b"]["rows_staged"]}
@@ -74,6 +84,15 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
         parts = ("rows_inserted", "rows_updated", "rows_skipped_stale", "rows_unchanged")
         assert sum(merged[part] for part in parts) == merged["rows_staged"] > 0
         assert merged["rows_staged"] == staged.where(F.col(BATCH_ID) == staged_batch).count()
+
+    # What Airflow runs when a run's output lost its metrics line: the same figures, from the audit record.
+    code, reported, report_log = run_cli(
+        "spark_jobs.batch_report", "--job=merge_orders", "--batch-id=batch-c", f"--audit-table={tables.audit}"
+    )
+    assert code == 0, report_log
+    assert {key: value for key, value in reported.items() if key != "top_reject_reasons"} == {
+        key: value for key, value in results["merge batch-c"].items() if key != "top_reject_reasons"
+    }
 
     for batch in ("batch-a", "batch-b"):
         from spark_jobs.merge_orders import merge_orders
