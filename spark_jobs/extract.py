@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.contracts import Manifest
+from spark_jobs.contracts import Manifest, ManifestFile
 from spark_jobs.headers import EMPTY_FILE, HEAD_BYTES, FileHeader, file_header
 from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS, SOURCE_FILE
 
@@ -199,13 +199,13 @@ def _read_where_it_is(spark: SparkSession, path: str, moved_to: list[str]) -> tu
 def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
     """A manifest item's size, modification time and header; rejected whole if it cannot be read, or
     no longer has the size it was listed with."""
-    listed_size = item.get("size")
-    generation = None if item.get("generation") is None else str(item["generation"])
-    found = InputFile(uri=item["uri"], path=path, size=listed_size or 0, header=EMPTY_FILE, generation=generation)
+    listed = ManifestFile(**item)
+    generation = None if listed.generation is None else str(listed.generation)
+    found = InputFile(uri=listed.uri, path=path, size=listed.size or 0, header=EMPTY_FILE, generation=generation)
     problem = unaddressable(path)
     if problem:
         return found.rejected(problem)
-    moved_to = [normalise_uri(item[key]) for key in ("archive_uri", "rejected_uri") if item.get(key)]
+    moved_to = [normalise_uri(uri) for uri in listed.locations[1:]]
     try:
         path, (size, modified, head) = _read_where_it_is(spark, path, moved_to)
     except Exception as error:
@@ -214,8 +214,8 @@ def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
             raise
         return found.rejected(reason)
     found = replace(found, path=path, size=size, modified=modified, header=file_header(head, size))
-    if listed_size is not None and listed_size != size:
-        return found.rejected(f"changed since it was listed: {listed_size} bytes then, {size} now")
+    if listed.size is not None and listed.size != size:
+        return found.rejected(f"changed since it was listed: {listed.size} bytes then, {size} now")
     return found
 
 

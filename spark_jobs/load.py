@@ -166,11 +166,11 @@ def create_table_if_absent(
     commit is under way, or the folder holds other files): ``retry_on_conflict`` tries again.
     """
     columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema.fields)
-    clustering = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
-    clustering += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
+    layout = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
+    layout += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
     properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
     spark.sql(
-        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{clustering} "
+        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{layout} "
         f"TBLPROPERTIES ({properties})"
     )
     if is_path(identifier) and not table_exists(spark, identifier):
