@@ -234,3 +234,14 @@ def test_reject_line_numbers_count_records_and_say_so(spark, tables, tmp_path):
         (r["source_file"].rsplit("/", 1)[-1], r["line_number"]) for r in read(spark, tables.rejects).collect()
     )
     assert rejects == [("blank.csv", 3), ("span.csv", 3)]  # both on physical line 4
+
+
+def test_a_file_named_with_percent_escapes_is_read_under_its_literal_name(spark, tables, tmp_path):
+    """Spark reports paths URL-encoded and the stage decodes them: a name that itself holds ``%20`` and ``%2B``
+    must come back as written, or its rows would match no input and fail the batch."""
+    odd = write_csv(tmp_path, "a%20b%2Bc.csv", HEADER + _row(1))
+
+    metrics = _stage(spark, tables, [str(odd)], "percent", limit=1.0)
+
+    assert [(f["uri"], f["status"], f["rows"]) for f in metrics["files"]] == [(str(odd), "loaded", 1)]
+    assert [r["_source_file"] for r in read(spark, tables.staging).collect()] == [f"file:{tmp_path}/a%20b%2Bc.csv"]
