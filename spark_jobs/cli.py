@@ -42,7 +42,19 @@ def _parent_run(context: str) -> str:
 
 
 class OrderLoadError(Exception):
-    """A failure the job explains itself (bad input, reject limit, reconciliation); no traceback needed."""
+    """A failure the job explains itself (bad input, reject limit); no traceback needed.
+
+    It depends only on the batch and the arguments, so a retry would fail the same way: the task fails
+    at once. A failure that a retry can change is a ``RetryableLoadError``.
+    """
+
+    retryable = False
+
+
+class RetryableLoadError(OrderLoadError):
+    """A failure the job explains itself that a later try may not meet (a merge that did not reconcile)."""
+
+    retryable = True
 
 
 def utc_now() -> datetime:
@@ -59,6 +71,9 @@ def configure_logging() -> None:
 def run_job(job: Callable[[], dict]) -> int:
     """Run a job; print its metrics as the last stdout line and return 0; on failure, exit 1.
 
+    A failure the job explains prints its error and whether a retry could change it (``retryable``);
+    any other exception ends the job with its traceback and no metrics line, which callers retry.
+
     A failure prints ``{"result": "failed", "error": ...}`` and raises ``SystemExit(1)`` rather than
     returning 1: Databricks calls a wheel's entry point as a function and ignores what it returns, so
     only an exit (or an exception) fails the run.
@@ -68,7 +83,8 @@ def run_job(job: Callable[[], dict]) -> int:
         metrics = job()
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
         LOG.error("%s", error)
-        print(JobMetrics(result=FAILED, error=str(error)).to_json_line(), flush=True)
+        retryable = getattr(error, "retryable", False)
+        print(JobMetrics(result=FAILED, error=str(error), retryable=retryable).to_json_line(), flush=True)
         raise SystemExit(1) from None
     print(JobMetrics.from_dict({**metrics, "result": SUCCEEDED}).to_json_line(), flush=True)
     return 0

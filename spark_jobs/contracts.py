@@ -126,6 +126,9 @@ class JobMetrics:
     result: str
     batch_id: str | None = None
     error: str | None = None
+    # A failed job says whether a retry could change its outcome: False for a refusal that depends only on
+    # the batch and the arguments (the reject limit, every file rejected, a bad argument).
+    retryable: bool | None = None
     status: str | None = None
     files: tuple[FileResult, ...] = ()
     rows_read: int | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
+from spark_jobs.cli import LOG, OrderLoadError, RetryableLoadError, parse_job_args, run_job, utc_now
 from spark_jobs.load import (
     KeyRange,
     TimeBands,
@@ -167,7 +167,7 @@ def merge_orders(
             f"{counts['missing']} staged keys are missing from or older in {target_table} version {version}"
         )
         upsert_audit(spark, {**record, "status": UNRECONCILED, "error": error}, audit_table)
-        raise OrderLoadError(f"{error}. The MERGE committed; the audit record says {UNRECONCILED}.")
+        raise RetryableLoadError(f"{error}. The MERGE committed; the audit record says {UNRECONCILED}.")
     earlier_alarm = stage_record.get("error") if stage_record.get("status") == UNRECONCILED else None
     alarm = f"reconciled on a later try; an earlier try said: {earlier_alarm}" if earlier_alarm else None
     upsert_audit(spark, {**record, "status": "merged", "error": alarm}, audit_table)

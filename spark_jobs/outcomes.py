@@ -14,6 +14,7 @@ from spark_jobs.contracts import LOADED, REJECTED, FileResult
 from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
+TOP_FILES = 3  # the files with most rows rejected that a reject-limit failure names
 _HASH_MASK = (1 << 64) - 1
 
 

@@ -36,7 +36,14 @@ from spark_jobs.extract import (
 )
 from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.load import ensure_audit_table, upsert_audit
-from spark_jobs.outcomes import FileOutcome, file_outcomes, rejected_file_records, row_sources, top_reasons
+from spark_jobs.outcomes import (
+    TOP_FILES,
+    FileOutcome,
+    file_outcomes,
+    rejected_file_records,
+    row_sources,
+    top_reasons,
+)
 from spark_jobs.schema import BATCH_ID, REJECTS_SCHEMA, ROWS_COLLAPSED, SOURCE_FILE
 from spark_jobs.session import spark_conf
 from spark_jobs.tables import check_batch_id, read_table, replace_batch, table_exists
@@ -163,8 +170,13 @@ def write_rejects(
     replace_batch(rejects, rejects_table, "batch_id", record["batch_id"], json.dumps({"batch_id": record["batch_id"]}))
 
 
-def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_table: str) -> str | None:
-    """The error when the batch's rejected fraction is above ``limit``; None when within it."""
+def check_reject_limit(
+    record: dict, outcomes: list[FileOutcome], reasons: list[dict], limit: float, rejects_table: str
+) -> str | None:
+    """The error when the batch's rejected fraction is above ``limit``; None when within it.
+
+    It names each file rejected whole, with its reason, and the files with the most rows rejected.
+    """
     read, rejected = record["rows_read"], record["rows_rejected"]
     # Files rejected whole with no data row still leave nothing loaded: that is all of the batch rejected.
     fraction = rejected / read if read else float(record["files_rejected"] > 0)
@@ -173,7 +185,24 @@ def check_reject_limit(record: dict, reasons: list[dict], limit: float, rejects_
     worst = "; ".join(f"{r['reason']} ({r['count']})" for r in reasons)
     return (
         f"batch {record['batch_id']}: {rejected} of {read} rows rejected ({fraction:.1%}), above the limit "
-        f"of {limit:.1%}. Worst reasons: {worst}. The rejects are in {rejects_table}."
+        f"of {limit:.1%}. Worst reasons: {worst}.{_files_to_look_at(outcomes)} The rejects are in {rejects_table}."
+    )
+
+
+def _files_to_look_at(outcomes: list[FileOutcome]) -> str:
+    """The files a reject-limit failure names: each one rejected whole, then those with most rejected rows."""
+    whole = [f"{outcome.file.uri} ({outcome.reason})" for outcome in outcomes if not outcome.loaded]
+    partly = sorted(
+        (outcome for outcome in outcomes if outcome.loaded and outcome.rows_rejected),
+        key=lambda outcome: (-outcome.rows_rejected, outcome.file.uri),
+    )
+    named = [f"{outcome.file.uri} ({outcome.rows_rejected} of {outcome.rows})" for outcome in partly[:TOP_FILES]]
+    more = len(partly) - len(named)
+    return "".join(
+        (
+            f" Files rejected whole: {'; '.join(whole)}." if whole else "",
+            f" Most rows rejected: {'; '.join(named)}{f' and {more} more files' if more else ''}." if named else "",
+        )
     )
 
 
@@ -284,6 +313,10 @@ def stage_orders(
     ``stage_failed``), which the merge job completes.
     """
     check_batch_id(batch_id)
+    if not 0 <= max_reject_fraction <= 1:
+        raise ValueError(
+            f"max_reject_fraction is a fraction from 0 to 1 (0.1 = 10% of the batch's rows), not {max_reject_fraction}"
+        )
     if not inputs:
         raise OrderLoadError("no input files: pass --input or a manifest that lists files")
     started_at = utc_now()
@@ -300,7 +333,7 @@ def stage_orders(
         with ThreadPoolExecutor(max_workers=1) as side:
             redeliveries = side.submit(find_redeliveries, spark, outcomes, audit_table, batch_id)
             write_rejects(spark, rows, outcomes, record, rejects_table)
-            error = check_reject_limit(record, reasons, max_reject_fraction, rejects_table)
+            error = check_reject_limit(record, outcomes, reasons, max_reject_fraction, rejects_table)
             if error is None:
                 record.update(write_staging(spark, rows, record, staging_table))
                 if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:

@@ -6,6 +6,8 @@ Both return the job's JSON metrics (the last line it prints) as the task's XCom 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import time
 from collections.abc import Sequence
 from contextlib import redirect_stdout
@@ -13,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.hooks.databricks import RunState
 from airflow.providers.databricks.operators.databricks import (
@@ -41,15 +43,9 @@ FIGURE_LABELS = {
     "history_rows_inserted": "history added",
     "target_version": "target version",
 }
-JVM_LOG_TAIL_LINES = 40
-
-
-def job_metrics(output: str) -> JobMetrics:
-    """The metrics a job printed last (``spark_jobs.contracts.JobMetrics``)."""
-    metrics = JobMetrics.from_output(output)
-    if metrics is None:
-        raise AirflowException("the job printed no JSON metrics line")
-    return metrics
+# On a failure, the JVM's lines that explain it: each ERROR line and the exception chain below it.
+JVM_ERROR_LINES = 80
+JVM_FRAMES_PER_EXCEPTION = 3
 
 
 def summary_line(job: str, metrics: JobMetrics, seconds: float | None = None) -> str:
@@ -94,11 +90,45 @@ def jvm_log_file(context: Context) -> Path:
     return folder / f"attempt={ti.try_number}.spark.log"
 
 
-def tail(path: Path, lines: int) -> str:
-    """A file's last lines, or nothing when it does not exist."""
+_LOG4J_LINE = re.compile(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?P<level>[A-Z]+) ")
+
+
+def jvm_errors(path: Path, limit: int = JVM_ERROR_LINES) -> str:
+    """The lines of a JVM log that explain a failure: each log4j ERROR line with the exception under it,
+    its ``Caused by:`` chain and the first frames of each. Nothing when the file is absent or has no error.
+
+    Start-up warnings and Spark's other output are left out: they are there on every run.
+    """
     if not path.exists():
         return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    kept: list[str] = []
+    in_error, frames = False, 0
+    for line in path.read_text(errors="replace").splitlines():
+        logged = _LOG4J_LINE.match(line)
+        if logged:
+            in_error, frames = logged["level"] == "ERROR", 0
+            if in_error:
+                kept.append(line)
+            continue
+        stripped = line.strip()
+        if not in_error or not stripped or stripped.startswith("..."):
+            continue
+        if stripped.startswith("at "):
+            frames += 1
+            if frames <= JVM_FRAMES_PER_EXCEPTION:
+                kept.append(line)
+        else:  # the exception, a line of its message, or a "Caused by:"
+            frames = 0
+            kept.append(line)
+    return "\n".join(kept[-limit:])
+
+
+def job_failure(task_id: str, metrics: JobMetrics | None, detail: str) -> AirflowException:
+    """The exception that fails a Spark task: ``AirflowFailException`` (no retry) when the job says a retry
+    cannot change its outcome, else ``AirflowException`` (retried)."""
+    if metrics is not None and metrics.retryable is False:
+        return AirflowFailException(f"{task_id} failed, and a retry would fail the same way (not retried): {detail}")
+    return AirflowException(f"{task_id} failed: {detail}")
 
 
 def entry_point(spec: dict) -> tuple[Any, list[str]]:
@@ -255,8 +285,27 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         return metrics
 
     def execute_complete(self, context: Context, event: dict) -> dict:
-        super().execute_complete(context, event)
+        try:
+            super().execute_complete(context, event)
+        except AirflowException as failed:
+            raise self._failure(event["run_id"], str(failed)) from None
         return self._finish(event["run_id"], context)
+
+    def _failure(self, run_id: int, provider_error: str) -> AirflowException:
+        """A failed run as the task's failure: the job's own error when its output has one (not retried when
+        the job says a retry cannot change it), else the provider's account of the run."""
+        try:
+            output = self._hook.get_run_output(task_run(self._hook.get_run(run_id), self.task_id)["run_id"])
+        except AirflowException as error:
+            self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
+            return AirflowException(provider_error)
+        metrics = JobMetrics.from_output(output.get("logs") or "")
+        if metrics is not None and metrics.error:
+            return job_failure(self.task_id, metrics, f"Databricks run {run_id}: {metrics.error}")
+        if output.get("error_trace"):
+            self.log.warning("Databricks run %s's error trace:\n%s", run_id, output["error_trace"][-8000:])
+        detail = f"{provider_error}; the job's error: {output['error']}" if output.get("error") else provider_error
+        return job_failure(self.task_id, None, detail)
 
     def _finish(self, run_id: int | None, context: Context) -> dict:
         if self._metrics is not None:
@@ -278,10 +327,12 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             )
             metrics = self._report(context)
         if not metrics.succeeded:
-            raise JobResultFailed(
-                f"{self.task_id}: Databricks run {run_id} ended {state.result_state}, but the job reports "
-                f"result {metrics.result!r}: {metrics.error or 'no error given'}"
+            detail = f"Databricks run {run_id} ended {state.result_state}, but the job reports result " + (
+                f"{metrics.result!r}: {metrics.error or 'no error given'}"
             )
+            if metrics.retryable is False:
+                raise job_failure(self.task_id, metrics, detail)
+            raise JobResultFailed(f"{self.task_id}: {detail}")
         duration_ms = run.get("run_duration") or run.get("execution_duration")
         self._metrics = report_job(self, context, metrics, duration_ms / 1000 if duration_ms else None)
         return self._metrics
@@ -306,20 +357,30 @@ class LocalSparkJobOperator(BaseOperator):
         from spark_jobs.session import start_local_session
 
         entry_point, argv = command_line(self.run_spec)
+        # py4j logs each connection it closes at INFO, several per task: noise in the task log.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
         jvm_log = jvm_log_file(context)
         if start_local_session(f"order-tracking-{self.task_id}", jvm_log):
             self.log.info("started local Spark; the JVM's own output (start-up, Spark's log) goes to %s", jvm_log)
         self.log.info("running %s %s", entry_point, " ".join(argv))
         started = time.monotonic()
-        exit_code, output = run_entry_point(self.run_spec)
+        try:
+            exit_code, output = run_entry_point(self.run_spec)
+        except Exception:  # the job's own traceback follows in the log; the JVM's side first
+            self._log_jvm_errors(jvm_log)
+            raise
         seconds = time.monotonic() - started
-        metrics = job_metrics(output)
-        if exit_code != 0 or not metrics.succeeded:
-            jvm_tail = tail(jvm_log, JVM_LOG_TAIL_LINES)
-            if jvm_tail:
-                self.log.warning("the JVM's last lines (%s):\n%s", jvm_log, jvm_tail)
-            raise AirflowException(f"{self.task_id} failed: {metrics.error or 'see the log above'}")
+        metrics = JobMetrics.from_output(output)
+        if exit_code != 0 or metrics is None or not metrics.succeeded:
+            self._log_jvm_errors(jvm_log)
+            detail = metrics.error if metrics is not None and metrics.error else "the job printed no result line"
+            raise job_failure(self.task_id, metrics, detail)
         return report_job(self, context, metrics, seconds)
+
+    def _log_jvm_errors(self, jvm_log: Path) -> None:
+        errors = jvm_errors(jvm_log)
+        if errors:
+            self.log.warning("the JVM's errors (its whole log: %s):\n%s", jvm_log, errors)
 
 
 def spark_job(

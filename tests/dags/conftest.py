@@ -63,11 +63,12 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @dataclass
 class Outcome:
-    """A finished DAG run: its state and each task's state."""
+    """A finished DAG run: its state, each task's state and how many tries each task took."""
 
     state: str
     tasks: dict[str, str]
     run_id: str
+    tries: dict[str, int]
 
 
 def run_dag(conf: dict | None = None) -> Outcome:
@@ -77,9 +78,15 @@ def run_dag(conf: dict | None = None) -> Outcome:
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
     assert bag.import_errors == {}
     dag = bag.dags[DAG_ID]
-    dag_run = dag.test(logical_date=next(_LOGICAL_DATES), run_conf=conf)
-    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return Outcome(state=str(dag_run.state), tasks=states, run_id=dag_run.run_id)
+    moment = next(_LOGICAL_DATES)
+    dag_run = dag.test(logical_date=moment, run_after=moment, run_conf=conf)
+    instances = dag_run.get_task_instances()
+    return Outcome(
+        state=str(dag_run.state),
+        tasks={ti.task_id: str(ti.state) for ti in instances},
+        run_id=dag_run.run_id,
+        tries={ti.task_id: ti.try_number for ti in instances},
+    )
 
 
 def upload_seed(gcs: GcsEmulator, files: list[Path] = SEED_FILES, prefix: str = "input/") -> None:

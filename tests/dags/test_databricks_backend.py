@@ -14,6 +14,7 @@ from order_tracking_load.run_spec import idempotency_token
 from tests.conftest import SEED_FILES
 from tests.dags.conftest import DAG_ID, run_dag, upload_seed
 from tests.dags.databricks_stand_in import JobsApiStandIn
+from tests.spark_jobs.helpers import HEADER
 
 WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
 # The README's new_cluster example: DBR 15.4 LTS, Unity Catalog through the dedicated (single-user) access mode.
@@ -148,6 +149,25 @@ def test_a_run_that_succeeds_with_a_failed_job_result_fails_the_task(gcs, databr
     assert outcome.tasks["merge_orders"] == "upstream_failed"
     assert [run["end"] for run in databricks.runs.values()] == ["SUCCESS"]
     assert gcs.names("archive/") == []
+
+
+def test_a_failure_a_retry_cannot_change_fails_the_task_at_once_with_the_jobs_own_error(
+    spark, gcs, databricks, monkeypatch, caplog, capfd
+):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
+
+    outcome = run_dag()
+
+    assert (outcome.tasks["stage_orders"], outcome.tries["stage_orders"]) == ("failed", 1)
+    assert [run["end"] for run in databricks.runs.values()] == ["FAILED"]
+    out, err = capfd.readouterr()  # where Airflow writes the task's failure
+    assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: batch " in (
+        out + err
+    )
+    assert "1 of 1 rows rejected (100.0%), above the limit of 10.0%" in caplog.text
+    assert "Most rows rejected: gs://order-tracking/input/bad.csv (1 of 1)." in caplog.text
+    assert gcs.names("input/") == ["input/bad.csv"]
 
 
 def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):

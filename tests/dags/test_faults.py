@@ -99,28 +99,36 @@ def test_a_redelivered_file_duplicates_nothing_and_the_audit_records_it(spark, a
     assert gcs.names("input/") == []
 
 
-def test_over_the_reject_limit_the_run_fails_keeps_the_rejects_and_leaves_the_files_in_input(
-    spark, airflow_db, gcs, pipeline_env, caplog
+def test_over_the_reject_limit_the_run_fails_at_once_names_the_files_keeps_the_rejects_and_leaves_them_in_input(
+    spark, airflow_db, gcs, pipeline_env, caplog, capfd, monkeypatch
 ):
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")  # none is used: a retry would fail the same way
     upload_seed(gcs, SEED_FILES[:1])
     bad_rows = "".join(f"{i},TRK-BAD-{i},2023-01-01,,In Transit,x,yesterday\n" for i in range(10))
     gcs.upload("input/bad.csv", HEADER + bad_rows + "11,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
+    no_status = HEADER.replace(",status", "")
+    gcs.upload("input/no_status.csv", no_status + "1,TRK-NS,2023-01-01,,x,2023-01-01 10:00:00\n")
 
     failed = run_dag()
 
     assert (failed.tasks["stage_orders"], failed.tasks["merge_orders"]) == ("failed", "upstream_failed")
-    assert "11 of " in caplog.text
+    assert failed.tries["stage_orders"] == 1
+    out, err = capfd.readouterr()  # where Airflow writes the task's failure
+    assert "stage_orders failed, and a retry would fail the same way (not retried): batch " in out + err
+    assert "12 of " in caplog.text
     assert (
         "Worst reasons: last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp (10); "
-        "tracking_num is empty (1)" in caplog.text
+        "file rejected: missing required columns: status (1); tracking_num is empty (1). "
+        "Files rejected whole: gs://order-tracking/input/no_status.csv (missing required columns: status). "
+        "Most rows rejected: gs://order-tracking/input/bad.csv (11 of 11)." in caplog.text
     )
-    assert gcs.names("input/") == sorted(["input/bad.csv", f"input/{SEED_FILES[0].name}"])
+    assert gcs.names("input/") == sorted(["input/bad.csv", "input/no_status.csv", f"input/{SEED_FILES[0].name}"])
     assert gcs.names("archive/") == gcs.names("rejected/") == []
     batch = gcs_files.batch_key(failed.run_id)
     rejects = read(spark, str(pipeline_env / "orders_rejects")).where(f"batch_id = '{batch}'")
-    assert rejects.count() == 11
+    assert rejects.count() == 12
     audit = read(spark, str(pipeline_env / "orders_load_audit")).where(f"batch_id = '{batch}'").collect()
-    assert [(r["status"], r["rows_rejected"]) for r in audit] == [("stage_failed", 11)]
+    assert [(r["status"], r["rows_rejected"]) for r in audit] == [("stage_failed", 12)]
     assert not (pipeline_env / "orders").exists()
 
     # Someone accepts the batch as it is: a manual run with a higher limit loads the good rows and archives both.
@@ -130,6 +138,7 @@ def test_over_the_reject_limit_the_run_fails_keeps_the_rejects_and_leaves_the_fi
     assert {r["tracking_num"] for r in read(spark, str(pipeline_env / "orders")).collect()} == seed_keys
     assert gcs.names("input/") == []
     assert len(gcs.names("archive/")) == 2
+    assert gcs.names("rejected/") == [f"rejected/2026-11-26/{gcs_files.batch_key(accepted.run_id)}/no_status.csv"]
 
 
 def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db, gcs, pipeline_env, monkeypatch):

@@ -198,3 +198,60 @@ def test_a_repaired_run_reports_its_latest_attempt_and_only_a_missing_run_is_gon
     assert not run_is_gone(DatabricksApiError("bad request", http_status_code=400))
     assert not run_is_gone(DatabricksApiError("unavailable", http_status_code=503))
     assert not run_is_gone(AirflowException("API requests to Databricks failed 3 times"))
+
+
+# A local task's JVM log as Spark 4 writes it: start-up lines, warnings, then a failed task with its cause.
+JVM_LOG = """\
+WARNING: Using incubator modules: jdk.incubator.vector
+Using Spark's default log4j profile: org/apache/spark/log4j2-defaults.properties
+26/12/05 02:57:14 WARN Utils: Your hostname, vm, resolves to a loopback address: 127.0.0.1
+26/12/05 02:57:14 WARN NativeCodeLoader: Unable to load native-hadoop library for your platform
+Setting default log level to "WARN".
+26/12/05 02:57:40 ERROR Executor: Exception in task 0.0 in stage 3.0 (TID 3)
+org.apache.spark.SparkException: [FAILED_READ_FILE.NO_HINT] Error while reading file gs://b/input/a.csv.
+\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(QueryExecutionErrors.scala:856)
+\tat org.apache.spark.sql.execution.datasources.FileScanRDD$$anon$1.nextIterator(FileScanRDD.scala:270)
+\tat org.apache.spark.sql.execution.datasources.FileScanRDD$$anon$1.hasNext(FileScanRDD.scala:131)
+\tat org.apache.spark.scheduler.Task.run(Task.scala:147)
+Caused by: java.io.IOException: Error reading gs://b/input/a.csv
+  at position 1048576
+\tat com.google.cloud.hadoop.gcsio.GoogleCloudStorageReadChannel.read(GoogleCloudStorageReadChannel.java:311)
+\t... 21 more
+26/12/05 02:57:40 WARN TaskSetManager: Lost task 0.0 in stage 3.0 (TID 3): a repeat of the above
+26/12/05 02:57:41 ERROR TaskSetManager: Task 0 in stage 3.0 failed 1 times; aborting job
+"""
+
+
+def test_a_failed_local_task_logs_the_jvms_errors_and_their_causes_not_its_start_up(tmp_path):
+    from order_tracking_load.spark_backends import jvm_errors
+
+    log = tmp_path / "attempt=1.spark.log"
+    log.write_text(JVM_LOG)
+
+    assert jvm_errors(log).splitlines() == [
+        "26/12/05 02:57:40 ERROR Executor: Exception in task 0.0 in stage 3.0 (TID 3)",
+        "org.apache.spark.SparkException: [FAILED_READ_FILE.NO_HINT] Error while reading file gs://b/input/a.csv.",
+        "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(QueryExecutionErrors.scala:856)",
+        "\tat org.apache.spark.sql.execution.datasources.FileScanRDD$$anon$1.nextIterator(FileScanRDD.scala:270)",
+        "\tat org.apache.spark.sql.execution.datasources.FileScanRDD$$anon$1.hasNext(FileScanRDD.scala:131)",
+        "Caused by: java.io.IOException: Error reading gs://b/input/a.csv",
+        "  at position 1048576",
+        "\tat com.google.cloud.hadoop.gcsio.GoogleCloudStorageReadChannel.read(GoogleCloudStorageReadChannel.java:311)",
+        "26/12/05 02:57:41 ERROR TaskSetManager: Task 0 in stage 3.0 failed 1 times; aborting job",
+    ]
+    assert jvm_errors(tmp_path / "absent.spark.log") == ""
+
+
+def test_a_job_failure_is_retried_unless_the_job_says_a_retry_cannot_change_it():
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from order_tracking_load.spark_backends import job_failure
+    from spark_jobs.contracts import JobMetrics
+
+    refused = job_failure("stage_orders", JobMetrics(result="failed", error="over", retryable=False), "over")
+    unknown = job_failure("stage_orders", JobMetrics(result="failed", error="e"), "e")
+    crashed = job_failure("stage_orders", None, "the job printed no result line")
+
+    assert isinstance(refused, AirflowFailException)
+    assert str(refused) == "stage_orders failed, and a retry would fail the same way (not retried): over"
+    assert [type(error).__name__ for error in (unknown, crashed)] == ["AirflowException", "AirflowException"]

@@ -39,8 +39,17 @@ def test_a_failing_job_exits_1_with_a_readable_message(tables):
     assert result == {
         "result": "failed",
         "error": 'batch id "bad\'id" must be 1-250 characters of letters, digits, space and _.:+@=~-',
+        "retryable": False,
     }
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("fraction", [10.0, -0.1, float("nan")])
+def test_a_reject_limit_outside_0_to_1_is_refused_before_anything_is_read(spark, tables, fraction):
+    from spark_jobs.stage_orders import stage_orders
+
+    with pytest.raises(ValueError, match=r"max_reject_fraction is a fraction from 0 to 1 \(0.1 = 10% of the"):
+        stage_orders(spark, [{"uri": "gs://b/input/absent.csv"}], "b1", tables.staging, tables.rejects, fraction)
 
 
 def test_the_report_refuses_a_batch_whose_job_did_not_succeed(spark, tables, tmp_path):
