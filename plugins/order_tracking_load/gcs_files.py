@@ -36,6 +36,13 @@ _UNSAFE = re.compile(r"[^\w.:+@=-]", re.ASCII)
 _SAFE_RUN_ID = re.compile(r"[\w.:+@=-]{1,200}", re.ASCII)
 
 
+def skip(reason: str) -> AirflowSkipException:
+    """The exception that skips a task, its reason logged first: Airflow logs a skip's reason inside the
+    collapsed "Post Execute" group, so the line above it, the last one shown, is the reason."""
+    LOG.info("skipped: %s", reason)
+    return AirflowSkipException(reason)
+
+
 def gcs_retry(settings: LoadSettings) -> Retry:
     """The storage client's retry policy (exponential backoff on transient errors), bounded by the setting."""
     return DEFAULT_RETRY.with_timeout(settings.gcs_retry.total_seconds())
@@ -131,7 +138,7 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
             return []
         if self._source.replay:
             # Archived files do not arrive later: a replay with nothing to reload ends at once.
-            raise AirflowSkipException(f"nothing to replay: no archived files in {self._source.describe(self.bucket)}")
+            raise skip(f"nothing to replay: no archived files in {self._source.describe(self.bucket)}")
         self.defer(
             trigger=NewFilesTrigger(
                 bucket=self.bucket,
@@ -149,28 +156,29 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if event["status"] == "timeout":
-            raise AirflowSkipException(f"no new files under gs://{self.bucket}/{self.prefix}: {event['message']}")
+            raise skip(f"no new files under gs://{self.bucket}/{self.prefix}: {event['message']}")
         return super().execute_complete(context, event)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except (AirflowSensorTimeout, TaskDeferralTimeout) as timeout:
-            raise AirflowSkipException(f"no new files under gs://{self.bucket}/{self.prefix}: {timeout}") from timeout
+            raise skip(f"no new files under gs://{self.bucket}/{self.prefix}: {timeout}") from timeout
 
 
 def load_time(context: Context) -> datetime:
-    """When a run loads: its logical date, or for a run without one (Airflow 3 manual runs) its run-after."""
-    dag_run = context["dag_run"]
-    return dag_run.logical_date or dag_run.run_after
+    """When a run loads: its run-after, the time its run id carries (``scheduled__<run-after>``), which for a
+    scheduled or backfill run is the end of its data interval. The archive folder and the batch date are
+    named by it, so a run's files are found from its run id without arithmetic."""
+    return context["dag_run"].run_after
 
 
 def batch_date(context: Context) -> str:
-    """The date a run loads for: ``replay_date`` when given, else the date of its load time."""
+    """The date a run loads for: ``replay_date`` when given, else the date of its load time (UTC)."""
     params = context["params"]
     if params.get("replay_date"):
         return str(params["replay_date"])
-    return load_time(context).strftime("%Y-%m-%d")
+    return f"{load_time(context).astimezone(UTC):%Y-%m-%d}"
 
 
 def is_replay(context: Context) -> bool:
@@ -180,7 +188,8 @@ def is_replay(context: Context) -> bool:
 
 
 def archive_folder(settings: LoadSettings, context: Context) -> str:
-    """Where a run archives what it loaded: ``<archive>/<date>/<hour>/`` of its load time (UTC)."""
+    """Where a run archives what it loaded: ``<archive>/<date>/<hour>/`` of its load time (UTC): run
+    ``scheduled__2026-11-20T15:00:00+00:00`` archives under ``2026-11-20/15/``."""
     moment = load_time(context).astimezone(UTC)
     return f"{settings.archive_prefix}{moment:%Y-%m-%d}/{moment:%H}/"
 
@@ -192,7 +201,7 @@ class Source:
     prefix: str  # the input prefix, or the archive prefix for a replay
     replay: bool
     dates: tuple[str, ...] = ()  # replay: the archive dates to list
-    hours: tuple[datetime, datetime] | None = None  # backfill: archive hours starting within [start, end)
+    hours: tuple[datetime, datetime] | None = None  # backfill: the archive hours within (after, through]
 
     def describe(self, bucket: str) -> str:
         """The source in words, for logs and skip messages."""
@@ -200,9 +209,11 @@ class Source:
             return f"gs://{bucket}/{self.prefix}"
         if self.hours is None:
             return f"gs://{bucket}/{self.prefix}{self.dates[0]}/ (the whole date)"
-        start, end = self.hours
-        span = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
-        return f"gs://{bucket}/{self.prefix}<date>/<hour>/ for the hours starting from {span}"
+        first, last = _first_hour_after(self.hours[0]), self.hours[1]
+        if first == last:
+            return f"gs://{bucket}/{self.prefix}{last:%Y-%m-%d/%H}/"
+        span = f"{first:%Y-%m-%d/%H} to {last:%Y-%m-%d/%H}"
+        return f"gs://{bucket}/{self.prefix}<date>/<hour>/ from {span}"
 
     def holds(self, name: str) -> bool:
         """True when an object listed under ``prefix`` belongs to this source."""
@@ -213,10 +224,14 @@ class Source:
         # Archives written before the hour folder existed (<date>/<batch>/...) count as the date's first hour.
         hour = hour if len(hour) == 2 and hour.isdigit() else "00"
         try:
-            started = datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+            folder = datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
         except ValueError:
             return False
-        return self.hours[0] <= started < self.hours[1]
+        return self.hours[0] < folder <= self.hours[1]
+
+
+def _first_hour_after(moment: datetime) -> datetime:
+    return (moment + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
 
 
 def run_source(context: Context, settings: LoadSettings) -> Source:
@@ -224,22 +239,25 @@ def run_source(context: Context, settings: LoadSettings) -> Source:
 
     - A scheduled or manual run loads the input prefix.
     - A manual run given ``replay_date`` reloads every file archived under that date.
-    - A backfill run reloads the files archived in the hours that start within its data interval, so a
-      backfill over a range reloads each archived file once, whatever the schedule's period.
+    - A backfill run reloads the archive hours that its data interval ends in: the hours after its start,
+      up to and including its end. Its run id carries that end, as the run that archived them carried it:
+      ``backfill__2026-11-20T15:00:00+00:00`` replays what ``scheduled__2026-11-20T15:00:00+00:00`` archived
+      under ``2026-11-20/15/``. A backfill over a range reloads each archived hour once, whatever the period.
     """
     if not is_replay(context):
         return Source(prefix=settings.input_prefix, replay=False)
     if context["params"].get("replay_date"):
         return Source(prefix=settings.archive_prefix, replay=True, dates=(batch_date(context),))
     dag_run = context["dag_run"]
-    start = (dag_run.data_interval_start or load_time(context)).astimezone(UTC)
-    end = (dag_run.data_interval_end or start).astimezone(UTC)
-    if end <= start:  # a zero-length interval (a trigger timetable): the hour it falls in
-        start = start.replace(minute=0, second=0, microsecond=0)
-        end = start + timedelta(hours=1)
-    days = (end - timedelta(microseconds=1)).date() - start.date()
-    dates = tuple(str(start.date() + timedelta(days=n)) for n in range(days.days + 1))
-    return Source(prefix=settings.archive_prefix, replay=True, dates=dates, hours=(start, end))
+    through = (dag_run.data_interval_end or load_time(context)).astimezone(UTC)
+    after = (dag_run.data_interval_start or through).astimezone(UTC)
+    if through <= after:  # a zero-length interval (a trigger timetable): the hour its run archives under
+        through = through.replace(minute=0, second=0, microsecond=0)
+        after = through - timedelta(hours=1)
+    first = _first_hour_after(after)
+    days = through.date() - first.date()
+    dates = tuple(str(first.date() + timedelta(days=n)) for n in range(days.days + 1))
+    return Source(prefix=settings.archive_prefix, replay=True, dates=dates, hours=(after, through))
 
 
 def list_source(settings: LoadSettings, source: Source) -> list:
@@ -318,7 +336,7 @@ def list_and_write_manifest(settings: LoadSettings, context: Context) -> dict:
     for ignored_name in ignored:
         LOG.warning("left alone (not a .csv file): gs://%s/%s", settings.bucket, ignored_name)
     if not files:
-        raise AirflowSkipException(f"no .csv objects in {source.describe(settings.bucket)}")
+        raise skip(f"no .csv objects in {source.describe(settings.bucket)}")
 
     manifest = Manifest(
         batch_id=key,

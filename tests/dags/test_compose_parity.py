@@ -91,6 +91,12 @@ def test_the_compose_stack_loads_scheduled_and_manual_runs_with_clean_logs(spark
     assert [blob.name for blob in bucket.list_blobs(prefix="input/")] == []
     archived = sorted(blob.name.rsplit("/", 1)[1] for blob in bucket.list_blobs(prefix="archive/"))
     assert archived == [path.name for path in SEED_FILES]
+    # From the run to its files without arithmetic: the folder is the date and hour its run id carries.
+    run_id = scheduled["dag_run_id"]
+    date, hour = run_id.removeprefix("scheduled__")[:13].split("T")
+    assert {blob.name.rsplit("/", 1)[0] for blob in bucket.list_blobs(prefix="archive/")} == {
+        f"archive/{date}/{hour}/{run_id}"
+    }
     after_health = {name: stack.healthcheck(name) for name in ("airflow-scheduler", "airflow-dag-processor")}
     assert {name: done.returncode for name, done in after_health.items()} == dict.fromkeys(after_health, 0), (
         after_health
@@ -116,6 +122,9 @@ def test_the_compose_stack_loads_scheduled_and_manual_runs_with_clean_logs(spark
     # Task logs as the UI shows them: no ERROR record in a successful task, and the load summary.
     for run_id in (scheduled["dag_run_id"], manual):
         assert error_records(stack, run_id) == {task_id: [] for task_id in airflow.task_states(run_id)}, run_id
+    for task_id in ("stage_orders", "merge_orders"):
+        events = [record["event"] for record in airflow.task_log(manual, task_id)]
+        assert [event for event in events if "Closing down clientserver connection" in event] == [], task_id
     merge_log = [record["event"] for record in airflow.task_log(manual, "merge_orders")]
     summaries = [event for event in merge_log if event.startswith("merge_orders loaded batch")]
     assert len(summaries) == 1, merge_log

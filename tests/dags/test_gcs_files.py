@@ -49,26 +49,40 @@ def _day(day: int, hour: int = 0) -> datetime:
 @pytest.mark.parametrize(
     ("interval", "dates", "held"),
     [
-        # A daily backfill run reloads its whole date, and nothing of the dates beside it.
-        ((_day(20), _day(21)), ("2026-11-20",), ["b.csv", "c.csv", "d.csv"]),
-        # Hourly runs split the date between them: each file falls in exactly one run.
-        ((_day(20, 13), _day(20, 14)), ("2026-11-20",), ["c.csv"]),
-        ((_day(20, 14), _day(20, 15)), ("2026-11-20",), []),
-        ((_day(19, 23), _day(20, 1)), ("2026-11-19", "2026-11-20"), ["a.csv", "b.csv", "d.csv"]),
+        # A daily backfill run reloads the hours its interval ends in: 01 to 23 of its date, then 00 of the next.
+        ((_day(20), _day(21)), ("2026-11-20", "2026-11-21"), ["c.csv", "e.csv"]),
+        # Hourly runs split the date between them: each file falls in exactly one run, the one of its label.
+        ((_day(20, 12), _day(20, 13)), ("2026-11-20",), ["c.csv"]),
+        ((_day(20, 13), _day(20, 14)), ("2026-11-20",), []),
+        ((_day(19, 22), _day(20, 0)), ("2026-11-19", "2026-11-20"), ["a.csv", "b.csv", "d.csv"]),
     ],
 )
-def test_a_backfill_run_replays_the_archive_hours_that_start_within_its_data_interval(interval, dates, held):
+def test_a_backfill_run_replays_the_archive_hours_its_data_interval_ends_in(interval, dates, held):
     source = run_source(context(DagRunType.BACKFILL, interval[0], interval=interval), load_settings())
 
     assert (source.replay, source.prefix, source.dates) == (True, "archive/", dates)
     assert [name.rsplit("/", 1)[1] for name in ARCHIVED if source.holds(name)] == held
 
 
+def test_a_backfill_run_replays_what_the_scheduled_run_of_its_label_archived():
+    settings = load_settings()
+    scheduled = context(DagRunType.SCHEDULED, _day(20, 14), interval=(_day(20, 14), _day(20, 15)))
+    scheduled["dag_run"].run_after = _day(20, 15)  # scheduled__2026-11-20T15:00:00+00:00
+    backfill = context(DagRunType.BACKFILL, _day(20, 14), interval=(_day(20, 14), _day(20, 15)))
+
+    folder = archive_folder(settings, scheduled)
+    source = run_source(backfill, settings)
+
+    assert folder == "archive/2026-11-20/15/"
+    assert source.holds(f"{folder}scheduled__2026-11-20T15:00:00+00:00/a.csv")
+    assert source.describe("b") == "gs://b/archive/2026-11-20/15/"
+
+
 def test_a_daily_backfill_over_a_range_replays_each_archived_file_once():
     settings = load_settings()
     runs = [
         run_source(context(DagRunType.BACKFILL, _day(d), interval=(_day(d), _day(d + 1))), settings)
-        for d in (19, 20, 21)
+        for d in (18, 19, 20, 21)
     ]
 
     assert sorted(name for source in runs for name in ARCHIVED if source.holds(name)) == sorted(ARCHIVED)
@@ -84,10 +98,10 @@ def test_scheduled_and_manual_runs_load_input_and_replay_dates_load_their_whole_
     assert [name for name in ARCHIVED if replay.holds(name)] == ARCHIVED  # listing already scoped the date
 
 
-def test_a_run_archives_under_the_date_and_hour_of_its_load_time():
+def test_a_run_archives_under_the_date_and_hour_of_its_run_after_which_its_run_id_carries():
     settings = load_settings()
-    assert archive_folder(settings, context(DagRunType.SCHEDULED, _day(26, 10))) == "archive/2026-11-26/10/"
-    # A manual run without a logical date is dated by its run-after.
+    # The context's run-after is 2026-11-27 09:30, whatever the logical date (the start of the interval).
+    assert archive_folder(settings, context(DagRunType.SCHEDULED, _day(26, 10))) == "archive/2026-11-27/09/"
     assert archive_folder(settings, context(DagRunType.MANUAL, None)) == "archive/2026-11-27/09/"
     assert batch_date(context(DagRunType.MANUAL, None)) == "2026-11-27"
 
