@@ -17,10 +17,16 @@ Loads order-tracking CSV files from GCS into Delta tables:
 5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<hour>/<run>/`
    (files rejected whole to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
 
-Files are archived under `archive/<date>/<hour>/<run>/` of the run's logical time (UTC). A backfill run
-replays the files archived in the hours that start within its data interval, so a backfill over a range
+A run archives under the date and hour its run id carries: `scheduled__2026-11-20T15:00:00+00:00`
+moves its files to `archive/2026-11-20/15/`. A backfill run replays the archive hours its data interval
+ends in, so `backfill__2026-11-20T15:00:00+00:00` replays that folder, and a backfill over a range
 reloads each archived file once; with nothing archived there it is skipped at once. A manual run with
 `replay_date` replays every file archived under that date.
+
+**Backfill dialog (Airflow 3.3):** tick *Override parameters on existing runs*, or the Run Parameters
+do not reach the runs (apache/airflow#64939); type *Max Active Runs* (e.g. 10): it is pre-filled with 1.
+A failure a retry cannot change (reject limit, bad argument) fails at once, without retries. A skipped
+task's reason is the last line of its log.
 The Spark jobs run on Databricks (`ORDER_TRACKING_SPARK_BACKEND=databricks`) or on local Spark (`local`).
 """
 
@@ -43,9 +49,11 @@ with DAG(
     schedule=CronDataIntervalTimetable(SETTINGS.schedule, timezone="UTC") if SETTINGS.schedule else None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
+    # Scheduled and manual runs all read input/: one at a time, or two would load the same files twice.
+    # Backfill runs (each its own archive hours) have their own limit, which this one does not bound.
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["order-tracking", "gcs", "databricks", "delta"],
+    tags=["order-tracking", "gcs", "databricks" if SETTINGS.backend == "databricks" else "local-spark", "delta"],
     default_args={
         "owner": "data-platform",
         "retries": SETTINGS.retries,
@@ -59,7 +67,13 @@ with DAG(
             None, type=["null", "string"], format="date", description="Reload the archived files of this date"
         ),
         "max_reject_fraction": Param(
-            SETTINGS.max_reject_fraction, type="number", minimum=0, maximum=1, description="Reject limit of a batch"
+            SETTINGS.max_reject_fraction,
+            type="number",
+            # The range sits in allOf so the trigger form does not clamp 10 to 1 ("accept all") unseen: a
+            # value outside it is refused, with jsonschema's message, when the run is triggered.
+            allOf=[{"minimum": 0, "maximum": 1}],
+            title="Reject limit (fraction of rows)",
+            description="A fraction from 0 to 1 (0.1 = 10%): the batch fails when more of its rows are rejected",
         ),
     },
 ):

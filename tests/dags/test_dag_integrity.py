@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import socket
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_scheduling_policy(dag):
         assert task.execution_timeout.total_seconds() == 7200, task.task_id
     assert dict(dag.params)["max_reject_fraction"] == 0.1
     assert dict(dag.params)["replay_date"] is None
+
+
+def test_a_reject_limit_outside_0_to_1_is_refused_with_a_message_not_clamped(dag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    schema = dag.params.get_param("max_reject_fraction").schema
+    # The trigger form's number field clamps to a top-level minimum and maximum on blur (10 became 1,
+    # "accept everything"): the range is stated where only validation reads it.
+    assert ("minimum" in schema, "maximum" in schema) == (False, False)
+    assert "from 0 to 1" in dag.params.get_param("max_reject_fraction").description
+    params = copy.deepcopy(dag.params)  # setting a value validates it, as a trigger's conf is
+    params["max_reject_fraction"] = 0.7
+    with pytest.raises(ParamValidationError, match="10 is greater than the maximum of 1"):
+        params["max_reject_fraction"] = 10
+    with pytest.raises(ParamValidationError, match=r"-0\.5 is less than the minimum of 0"):
+        params["max_reject_fraction"] = -0.5
 
 
 def test_default_backend_is_deferrable_databricks_with_the_wheel(dag):
