@@ -60,8 +60,35 @@ def postgres_services(
     return AirflowServices(home, env, port, ("admin", "e2e-admin-password"))
 
 
-def test_a_backfill_over_two_dates_replays_each_archived_file_once_with_runs_at_once(spark, gcs, tmp_path):
-    """Two backfill runs at once (the default allows 10): both succeed, and nothing in the target moves."""
+def dialog_payload(from_date: str, to_date: str, conf: dict | None, max_active_runs: int) -> dict:
+    """What Airflow 3.3's Backfill dialog posts: ``dag_run_conf`` is its Run Parameters only when
+    "Override parameters on existing runs" is ticked, else null (apache/airflow#64939)."""
+    return {
+        "dag_id": DAG_ID,
+        "dag_run_conf": conf,
+        "from_date": from_date,
+        "max_active_runs": max_active_runs,
+        "reprocess_behavior": "none",
+        "run_backwards": False,
+        "run_on_latest_version": True,
+        "to_date": to_date,
+    }
+
+
+def last_visible_line(records: list[dict]) -> str:
+    """The last line of a task log above Airflow's collapsed "Post Execute" group."""
+    events = [record.get("event", "") for record in records]
+    return events[events.index("::group::Post Execute") - 1]
+
+
+def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_each_file_once(spark, gcs, tmp_path):
+    """Two backfills, posted as the UI's Backfill dialog posts them.
+
+    - Unticked override (the dialog's default) over a date with nothing archived: Airflow gives the runs
+      none of the dialog's parameters, and the run is skipped with its reason as the log's last line.
+    - Ticked override, Max Active Runs typed 10: the parameters reach each run's tasks, two runs go at
+      once, each replays its own archive hours once, and nothing in the target moves.
+    """
     from order_tracking_load.gcs_files import batch_key
     from order_tracking_load.settings import TABLE_NAMES, Tables
     from tests.spark_jobs.helpers import load_batch
@@ -69,13 +96,14 @@ def test_a_backfill_over_two_dates_replays_each_archived_file_once_with_runs_at_
     table_root = tmp_path / "tables"
     tables = Tables(**{role: str(table_root / name) for role, name in TABLE_NAMES.items()})
     # The archive as two earlier days' runs left it, and their loads in the tables.
-    earlier = {"2026-11-20/10/scheduled_a": SEED_FILES[:3], "2026-11-21/00/scheduled_b": SEED_FILES[3:]}
+    earlier = {"2026-11-20/10/scheduled_a": SEED_FILES[:3], "2026-11-21/10/scheduled_b": SEED_FILES[3:]}
     for folder, files in earlier.items():
         upload_seed(gcs, files, prefix=f"archive/{folder}/")
         load_batch(spark, tables, files, folder.rsplit("/", 1)[1])
     target_before = sorted(read(spark, tables.target).collect())
     history_before = sorted(read(spark, tables.history).collect())
     archive_before = gcs.names("archive/")
+    conf = {"max_reject_fraction": 0.5, "replay_date": None}
 
     require(missing_postgres(), "Airflow's backfill database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
@@ -85,31 +113,66 @@ def test_a_backfill_over_two_dates_replays_each_archived_file_once_with_runs_at_
         table_root,
         {"ORDER_TRACKING_SCHEDULE": "@daily", "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5"},
     )
+
+    def backfill_runs(*dates: str) -> list[dict]:
+        """The backfill runs of these logical dates (the API does not say which backfill made a run)."""
+        runs = services.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+        return sorted((run for run in runs if run["logical_date"][:10] in dates), key=lambda run: run["logical_date"])
+
+    def finished(*dates: str) -> bool:
+        runs = backfill_runs(*dates)
+        return len(runs) == len(dates) and all(run["state"] in ("success", "failed") for run in runs)
+
     try:
         services.start()
         services.unpause_when_parsed()
-        backfill = services.api(
-            "POST",
-            "backfills",
-            json={"dag_id": DAG_ID, "from_date": "2026-11-20T00:00:00Z", "to_date": "2026-11-21T00:00:00Z"},
+        # The trigger refuses a reject limit outside 0 to 1, with the reason (the form no longer clamps it).
+        refused = services.session.post(
+            f"{services.base}/api/v2/dags/{DAG_ID}/dagRuns",
+            json={"logical_date": None, "conf": {"max_reject_fraction": 10}},
+            timeout=30,
         )
-        assert backfill["max_active_runs"] == 10
-
-        def backfill_runs() -> list[dict]:
-            runs = services.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
-            return sorted(runs, key=lambda run: run["logical_date"])
-
-        services.wait(
-            lambda: len(backfill_runs()) == 2 and all(r["state"] in ("success", "failed") for r in backfill_runs()),
-            "the backfill runs",
-            600,
+        unticked = services.api(
+            "POST", "backfills", json=dialog_payload("2026-11-18T00:00:00Z", "2026-11-18T00:00:00Z", None, 1)
         )
-        runs = backfill_runs()
+        services.wait(lambda: finished("2026-11-18"), "the unticked backfill", 300)
+        [skipped_run] = backfill_runs("2026-11-18")
+        skipped_states = services.task_states(skipped_run["dag_run_id"])
+        skipped_log = services.task_log(skipped_run["dag_run_id"], "wait_for_new_files")
+        # One backfill at a time per DAG: the scheduler marks this one complete after its runs end.
+        completed = lambda: services.api("GET", f"backfills/{unticked['id']}")["completed_at"] is not None  # noqa: E731
+        services.wait(completed, "the unticked backfill's completion", 120)
+
+        ticked = services.api(
+            "POST", "backfills", json=dialog_payload("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", conf, 10)
+        )
+        services.wait(lambda: finished("2026-11-20", "2026-11-21"), "the ticked backfill", 600)
+        runs = backfill_runs("2026-11-20", "2026-11-21")
         states = {run["dag_run_id"]: services.task_states(run["dag_run_id"]) for run in runs}
+        stage_specs = [
+            services.api("GET", f"dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/stage_orders")[
+                "rendered_fields"
+            ]["run_spec"]
+            for run in runs
+        ]
     finally:
         services.stop()
         postgres.stop()
 
+    assert (refused.status_code, "10 is greater than the maximum of 1" in refused.text) == (400, True), refused.text
+    # Unticked: stored as null, and the run gets none of the dialog's parameters (Airflow's; the README's
+    # workaround is to tick). When this fails, Airflow has fixed it, and the README's note can go.
+    assert (unticked["dag_run_conf"], skipped_run["conf"]) == (None, {})
+    assert skipped_states["wait_for_new_files"] == "skipped"
+    assert last_visible_line(skipped_log) == (
+        "skipped: nothing to replay: no archived files in gs://order-tracking/archive/<date>/<hour>/ "
+        "from 2026-11-18/01 to 2026-11-19/00"
+    )
+    # Ticked: stored with the backfill, given to each run, rendered into the stage job's arguments.
+    assert (ticked["dag_run_conf"], ticked["max_active_runs"]) == (conf, 10)
+    assert [run["conf"] for run in runs] == [conf, conf]
+    limits = [spec["tasks"][0]["python_wheel_task"]["named_parameters"]["max-reject-fraction"] for spec in stage_specs]
+    assert limits == ["0.5", "0.5"]
     assert [(run["logical_date"][:10], run["state"]) for run in runs] == [
         ("2026-11-20", "success"),
         ("2026-11-21", "success"),
