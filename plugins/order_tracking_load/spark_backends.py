@@ -274,8 +274,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         run_id = self._hook.submit_run(spec)
         while not (state := RunState(**(run := self._hook.get_run(run_id))["state"])).is_terminal:
             time.sleep(self.polling_period_seconds)
-        output = self._hook.get_run_output(task_run(run, "batch_report")["run_id"])
-        metrics = JobMetrics.from_output(output.get("logs") or "")
+        _, metrics = self._output(run, "batch_report")
         if not state.is_successful or metrics is None or not metrics.succeeded:
             raise AirflowException(
                 f"{self.task_id}: its run succeeded but printed no figures, and the audit table could not give them "
@@ -283,6 +282,11 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             )
         self.log.info("the batch's figures come from the audit table (batch_report run %s)", run_id)
         return metrics
+
+    def _output(self, run: dict, task_key: str) -> tuple[dict, JobMetrics | None]:
+        """The output of a run's task (its latest attempt), and the metrics line its logs hold, if any."""
+        output = self._hook.get_run_output(task_run(run, task_key)["run_id"])
+        return output, JobMetrics.from_output(output.get("logs") or "")
 
     def execute_complete(self, context: Context, event: dict) -> dict:
         try:
@@ -295,11 +299,10 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         """A failed run as the task's failure: the job's own error when its output has one (not retried when
         the job says a retry cannot change it), else the provider's account of the run."""
         try:
-            output = self._hook.get_run_output(task_run(self._hook.get_run(run_id), self.task_id)["run_id"])
+            output, metrics = self._output(self._hook.get_run(run_id), self.task_id)
         except AirflowException as error:
             self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
             return AirflowException(provider_error)
-        metrics = JobMetrics.from_output(output.get("logs") or "")
         if metrics is not None and metrics.error:
             return job_failure(self.task_id, metrics, f"Databricks run {run_id}: {metrics.error}")
         if output.get("error_trace"):
@@ -316,8 +319,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         state = RunState(**run["state"])
         if not state.is_successful:
             raise AirflowException(f"{self.task_id}: Databricks run {run_id} did not succeed: {state}")
-        output = self._hook.get_run_output(task_run(run, self.task_id)["run_id"])
-        metrics = JobMetrics.from_output(output.get("logs") or "")
+        output, metrics = self._output(run, self.task_id)
         if metrics is None:
             self.log.warning(
                 "Databricks run %s succeeded, but its output holds no metrics line (logs %s): reading the "
