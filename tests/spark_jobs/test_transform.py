@@ -152,7 +152,7 @@ RULES = {
     "timestamp before the accepted range": (
         with_cell(6, "1899-12-31 23:59:59"),
         None,
-        with_value(6, None),
+        with_value(6, dt.datetime(1899, 12, 31, 23, 59, 59)),  # it parses; the row is rejected for its range
         ["last_update_timestamp is before 1900-01-01"],
         "1,TRK1,2023-01-01,,In Transit,1 Elm St,1899-12-31 23:59:59",
     ),
