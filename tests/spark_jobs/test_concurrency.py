@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,14 @@ from tests.conftest import REPO, SEED_FILES, expected_latest, seed_rows, typed_b
 from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
 from tests.spark_jobs.test_cli import OPENLINEAGE_CONTEXT, run_cli
 
+BARRIER = Path(__file__).parent / "barrier"  # its sitecustomize holds each job at a commit until all arrive
 
-def _start(module: str, *args: str) -> subprocess.Popen:
+
+def _start(module: str, *args: str, barrier: dict[str, str] | None = None) -> subprocess.Popen:
     """One job in its own process and JVM, as a separate Databricks run would be."""
     env = {**os.environ, "ORDER_TRACKING_SPARK_MASTER": "local[1]", "ORDER_TRACKING_SPARK_DRIVER_MEMORY": "1g"}
+    if barrier:
+        env |= {"PYTHONPATH": os.pathsep.join([str(BARRIER), str(REPO)]), **barrier}
     return subprocess.Popen(
         [sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -36,6 +41,9 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
     """Four command-line jobs, as Databricks or the local backend run them: fresh processes, JSON out.
 
     Stage batch-a reads a manifest; merge batch-c carries the OpenLineage context the provider injects.
+    Each job waits at its main commit (the staging write, the target MERGE) until all four are there
+    (``barrier/sitecustomize.py``): the four are certain to overlap, and the two MERGEs, released
+    together onto the same target version, are certain to conflict, on any machine.
     """
     from spark_jobs.stage_orders import stage_orders
 
@@ -49,23 +57,48 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
     common = ("--staging-table", tables.staging, "--audit-table", tables.audit)
     stage = ("--rejects-table", tables.rejects, *common)
     merge = ("--target-table", tables.target, "--history-table", tables.history, *common)
+    met = tmp_path / "barrier"
+    met.mkdir()
+    barrier = {
+        "ORDER_TRACKING_TEST_BARRIER": str(met),
+        "ORDER_TRACKING_TEST_BARRIER_AT": f"^(MERGE into |replacing batch batch-[ab] in {re.escape(tables.staging)}$)",
+        "ORDER_TRACKING_TEST_BARRIER_PARTIES": "4",
+    }
     jobs = {
         "stage batch-a": _start(
-            "spark_jobs.stage_orders", "--batch-id", "batch-a", *stage, "--manifest", str(manifest)
+            "spark_jobs.stage_orders", "--batch-id", "batch-a", *stage, "--manifest", str(manifest), barrier=barrier
         ),
         "stage batch-b": _start(
-            "spark_jobs.stage_orders", "--batch-id", "batch-b", *stage, "--input", str(SEED_FILES[2])
+            "spark_jobs.stage_orders", "--batch-id", "batch-b", *stage, "--input", str(SEED_FILES[2]), barrier=barrier
         ),
         "merge batch-c": _start(
-            "spark_jobs.merge_orders", "--batch-id", "batch-c", *merge, f"--OPENLINEAGE_CONTEXT={OPENLINEAGE_CONTEXT}"
+            "spark_jobs.merge_orders",
+            "--batch-id",
+            "batch-c",
+            *merge,
+            f"--OPENLINEAGE_CONTEXT={OPENLINEAGE_CONTEXT}",
+            barrier=barrier,
         ),
-        "merge batch-d": _start("spark_jobs.merge_orders", "--batch-id", "batch-d", *merge),
+        "merge batch-d": _start("spark_jobs.merge_orders", "--batch-id", "batch-d", *merge, barrier=barrier),
     }
     outputs = {name: job.communicate(timeout=900) for name, job in jobs.items()}
     finished = {name: (jobs[name].returncode, *output) for name, output in outputs.items()}
 
     failures = {name: err.decode()[-3000:] for name, (code, _, err) in finished.items() if code != 0}
     assert failures == {}
+    # All four were at their commit at once; at least one MERGE met the other's commit and was tried again.
+    assert sorted(entry.split(" ", 1)[1].split(" ")[0:2] for entry in os.listdir(met)) == [
+        ["MERGE", "into"],
+        ["MERGE", "into"],
+        ["replacing", "batch"],
+        ["replacing", "batch"],
+    ]
+    retried = [
+        name
+        for name in ("merge batch-c", "merge batch-d")
+        if f"MERGE into {tables.target} met a concurrent commit" in finished[name][2].decode()
+    ]
+    assert len(retried) >= 1
     results = {name: json.loads(out.decode().strip().splitlines()[-1]) for name, (_, out, _) in finished.items()}
     assert {name: result["result"] for name, result in results.items()} == dict.fromkeys(jobs, "succeeded")
     stage_a = results["stage batch-a"]
