@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := .jars/.copied
-# requirements-bench.txt: the benchmark's peers (delta-rs), for make bench, bench-smoke and test's smoke test.
+# requirements-bench.txt: the benchmark's peers (delta-rs), for make bench and bench-smoke.
 BENCH_STAMP := $(VENV)/.bench-installed
 # fake-gcs-server at the compose file's tag, for the compose parity test (tests/dags/test_compose_parity.py).
 FAKE_GCS_VERSION := $(shell sed -n 's|.*fsouza/fake-gcs-server:\([0-9.]*\).*|\1|p' docker-compose.yaml)
@@ -53,8 +53,8 @@ $(FAKE_GCS): docker-compose.yaml
 		GOBIN=$(CURDIR)/.tools/bin go install github.com/fsouza/fake-gcs-server@v$(FAKE_GCS_VERSION) && touch $@; \
 	else echo "no Go here: fake-gcs-server not built; the compose parity test will be skipped"; fi
 
-test: venv jars tools $(BENCH_STAMP) ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: venv jars tools ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
 
 # The property tests and the stage-reader fuzzer with new draws each run, about ten times make test's
 # (HISTORIES=… FILES=… to change). A file the fuzzer breaks goes into tests/data/fuzz-corpus/, once fixed.
@@ -114,6 +114,7 @@ bench: venv jars $(BENCH_STAMP) ## merge scaling (with the notebooks and delta-r
 	$(PY) -m bench.report
 
 bench-smoke: venv jars $(BENCH_STAMP) ## the benchmark at tiny sizes, for correctness only (no timing goals)
+	$(PY) -m pytest tests/bench -m bench $(PYTEST_ARGS)
 	$(PY) -m bench.run --sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k \
 		--small-files 20 --small-files-rows 2k --large-file-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from bench import cases, report
 from bench.run import goals, size
 from bench.workload import BatchShape
@@ -56,6 +58,7 @@ def test_the_timing_loop_leaves_the_set_up_out_of_the_time() -> None:
     assert runs["a"].seconds[0] < 0.5  # the half second of set-up is not in it
 
 
+@pytest.mark.bench  # about 3 min: make bench-smoke runs it, make test does not
 def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
     scaling = cases.merge_scaling(
         spark, tmp_path, rows=20_000, batch_rows=2_000, repeats=1, rows_per_file=5_000, history_events=5, peers=True
