@@ -12,14 +12,14 @@ FAKE_GCS_VERSION := $(shell sed -n 's|.*fsouza/fake-gcs-server:\([0-9.]*\).*|\1|
 FAKE_GCS := .tools/bin/fake-gcs-server
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-# The oldest supported Databricks runtime (README, "Supported runtimes"): its PySpark, Delta and libraries in a
+# The oldest supported Databricks runtime (docs/OPERATIONS.md, "Supported runtimes"): its PySpark, Delta and libraries in a
 # venv of their own, its Delta jars (and Spark 3.5's Connect server) from jars/pom.xml's profile.
 OLDEST_RUNTIME := dbr15.4
 OLDEST_VENV := .venv-$(OLDEST_RUNTIME)
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_JARS := .jars-$(OLDEST_RUNTIME)
 
-.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke fuzz clean
+.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke fuzz docs clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -100,6 +100,9 @@ deploy: venv ## the wheel, at a version of its own, into a Unity Catalog volume 
 
 demo: venv jars ## the whole DAG, offline, on the seed data (GCS emulator, local Spark, airflow dags test)
 	$(PY) scripts/demo.py
+
+docs: venv ## docs/CONFIGURATION.md from the settings registries (a test fails when it is stale)
+	$(PY) scripts/configuration_doc.py
 
 compose-check: venv ## docker-compose.yaml against the Compose spec; the image tag against requirements.txt
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml

@@ -19,7 +19,6 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import re
 import subprocess
 import sys
@@ -31,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from order_tracking_load.settings import SETTINGS  # noqa: E402  (the settings registry, for the default namespace)
+from order_tracking_load.settings import DEPLOY_SETTINGS, setting  # noqa: E402  (the settings registry)
 
-DEFAULT_NAMESPACE = next(s.default for s in SETTINGS if s.env == "ORDER_TRACKING_TABLE_NAMESPACE")
+(DEPLOY_VOLUME,) = DEPLOY_SETTINGS
 
 
 def build_wheel(folder: Path) -> Path:
@@ -99,9 +98,9 @@ def deploy(workspace=None) -> str:
     """Build, stamp, create the schema and volume if absent, upload; return the wheel's volume path."""
     from databricks.sdk import WorkspaceClient
 
-    namespace = os.environ.get("ORDER_TRACKING_TABLE_NAMESPACE", DEFAULT_NAMESPACE)
+    namespace = setting("ORDER_TRACKING_TABLE_NAMESPACE").read()
     catalog, schema = namespace.split(".")
-    volume = os.environ.get("ORDER_TRACKING_DEPLOY_VOLUME", "artifacts")
+    volume = DEPLOY_VOLUME.read()
     workspace = workspace or WorkspaceClient()
     with tempfile.TemporaryDirectory() as folder:
         built = build_wheel(Path(folder) / "built")

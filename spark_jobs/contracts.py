@@ -104,7 +104,8 @@ class FileResult:
     rows_rejected: int
     status: str
     reason: str | None
-    # "<data rows>:<hash of every (line number, record text)>": the same content under any name.
+    # "<data rows>:<xor of the rows' xxhash64>:<sum of their hash>" over each row's parsed values (a rejected
+    # row's text): the same rows under any name, in any order.
     fingerprint: str | None
     # Set when an earlier merged batch loaded this name or this content: which batch, and why.
     redelivery_of: str | None

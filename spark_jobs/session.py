@@ -11,12 +11,35 @@ from pathlib import Path
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-LOCAL_MASTER_ENV = "ORDER_TRACKING_SPARK_MASTER"  # default local[*]
-SHUFFLE_PARTITIONS_ENV = "ORDER_TRACKING_SHUFFLE_PARTITIONS"  # default 4
-EXTRA_JARS_ENV = "ORDER_TRACKING_SPARK_JARS"  # comma-separated jars or folders of jars; default: .jars/ (make jars)
-DRIVER_MEMORY_ENV = "ORDER_TRACKING_SPARK_DRIVER_MEMORY"  # default 4g: the heap of local mode's one JVM
-GCS_ENDPOINT_ENV = "ORDER_TRACKING_GCS_ENDPOINT"  # default: STORAGE_EMULATOR_HOST, e.g. http://127.0.0.1:4443
+from spark_jobs.environment import Setting
+
 LOCAL_JARS_DIR = Path(__file__).resolve().parents[1] / ".jars"
+SPARK_MASTER = Setting("ORDER_TRACKING_SPARK_MASTER", "local[*]", "Spark master of the local backend")
+SHUFFLE_PARTITIONS = Setting(
+    "ORDER_TRACKING_SHUFFLE_PARTITIONS", "4", "`spark.sql.shuffle.partitions` of the local session"
+)
+DRIVER_MEMORY = Setting(
+    "ORDER_TRACKING_SPARK_DRIVER_MEMORY",
+    "4g",
+    "heap of the local session's JVM, where local mode runs every task (one 200 MB file needs more than "
+    "Spark's 1g default: CSV with quoted line breaks cannot be split)",
+)
+SPARK_JARS = Setting(
+    "ORDER_TRACKING_SPARK_JARS",
+    "",
+    "comma-separated jars or folders of jars local Spark adds (Delta's and the shaded GCS connector, from "
+    "`jars/pom.xml`); without Delta's jar among them, Spark resolves it through Ivy at start",
+    documented_default="the jars in `.jars/` (`make jars`)",
+)
+GCS_ENDPOINT = Setting(
+    "ORDER_TRACKING_GCS_ENDPOINT",
+    "",
+    "GCS endpoint of local Spark (an emulator, e.g. `http://127.0.0.1:4443`), unauthenticated",
+    documented_default="`STORAGE_EMULATOR_HOST`",
+)
+SPARK_LOG_LEVEL = Setting("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN", "log level of the local session's JVM")
+# What the local session reads, in the order docs/CONFIGURATION.md lists them.
+LOCAL_SPARK_SETTINGS = (SPARK_MASTER, SHUFFLE_PARTITIONS, DRIVER_MEMORY, SPARK_JARS, GCS_ENDPOINT, SPARK_LOG_LEVEL)
 
 
 def get_spark(app_name: str = "order-tracking") -> SparkSession:
@@ -67,7 +90,7 @@ def spark_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
 
 def local_jars() -> list[str]:
     """The jars local Spark adds to its own: ``ORDER_TRACKING_SPARK_JARS`` (jars or folders), else ``.jars/``."""
-    listed = os.environ.get(EXTRA_JARS_ENV)
+    listed = SPARK_JARS.read()
     entries = [Path(entry) for entry in listed.split(",") if entry.strip()] if listed else [LOCAL_JARS_DIR]
     jars: list[str] = []
     for entry in entries:
@@ -109,15 +132,15 @@ def build_local_session(
     """
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(os.environ.get(LOCAL_MASTER_ENV, "local[*]"))
+        .master(SPARK_MASTER.read())
         # Local mode runs every task in the driver's JVM. Spark's 1g default runs out on one 200 MB file,
         # which CSV with quoted line breaks (multiLine) cannot split.
-        .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "4g"))
+        .config("spark.driver.memory", DRIVER_MEMORY.read())
         .config("spark.ui.enabled", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", os.environ.get(SHUFFLE_PARTITIONS_ENV, "4"))
+        .config("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS.read())
         .config("spark.sql.session.timeZone", "UTC")
         # Small local tables: rebuilding a Delta snapshot over the default 50 partitions costs seconds.
         .config("spark.databricks.delta.snapshotPartitions", "2")
@@ -132,7 +155,7 @@ def build_local_session(
         from delta import configure_spark_with_delta_pip
 
         builder = configure_spark_with_delta_pip(builder)
-    gcs_endpoint = os.environ.get(GCS_ENDPOINT_ENV) or os.environ.get("STORAGE_EMULATOR_HOST", "")
+    gcs_endpoint = GCS_ENDPOINT.read() or os.environ.get("STORAGE_EMULATOR_HOST", "")
     if gcs_endpoint:
         # The shaded Hadoop GCS connector, pointed at an emulator with no authentication.
         builder = (
@@ -149,7 +172,7 @@ def build_local_session(
     else:
         with process_output_to(jvm_output):
             spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setLogLevel(SPARK_LOG_LEVEL.read())
     return spark
 
 

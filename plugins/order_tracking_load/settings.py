@@ -6,16 +6,17 @@ Credentials are never settings: they live in the Airflow connections named here.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from spark_jobs.environment import Setting
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("databricks", "local")
 COMPUTE_KINDS = ("serverless", "existing_cluster", "new_cluster")
-# The support matrix (README, "Supported runtimes"): the oldest Databricks runtime of a cluster, and the oldest
+# The support matrix (docs/OPERATIONS.md, "Supported runtimes"): the oldest Databricks runtime of a cluster, and the oldest
 # serverless environment version (2: Python 3.11, Databricks Connect 15.4).
 OLDEST_RUNTIME = (15, 4)
 OLDEST_SERVERLESS_ENVIRONMENT = 2
@@ -32,87 +33,93 @@ UNITY_CATALOG_ACCESS_MODES = (
 _SERVERLESS_WHEEL = re.compile(r"^(/Volumes/|/Workspace/|https?://)")
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable: its name, its default and what it controls."""
-
-    env: str
-    default: str
-    help: str
-
-    def read(self) -> str:
-        """The variable's value, or its default."""
-        return os.environ.get(self.env, self.default)
-
-
-# Every knob, in the order the README's configuration table lists them.
+# Every knob the DAG reads, in the order docs/CONFIGURATION.md lists them (generated from this: make docs).
 SETTINGS: tuple[Setting, ...] = (
     Setting("ORDER_TRACKING_BUCKET", "order-tracking", "GCS bucket that receives the CSV files"),
     Setting("ORDER_TRACKING_INPUT_PREFIX", "input/", "prefix where new CSV files land"),
     Setting(
         "ORDER_TRACKING_ARCHIVE_PREFIX",
         "archive/",
-        "loaded files move to <prefix><date>/<hour>/<run>/ (the run's logical time, UTC)",
+        "loaded files move to `<prefix><date>/<hour>/<run>/` (the date and hour in the run id, UTC)",
     ),
-    Setting("ORDER_TRACKING_REJECTED_PREFIX", "rejected/", "files rejected whole move to <prefix><date>/<run>/"),
+    Setting("ORDER_TRACKING_REJECTED_PREFIX", "rejected/", "files rejected whole move to `<prefix><date>/<run>/`"),
     Setting("ORDER_TRACKING_MANIFEST_PREFIX", "manifests/", "one JSON manifest per run: the exact objects loaded"),
     Setting(
         "ORDER_TRACKING_SCHEDULE",
         "@hourly",
-        "cron or preset (UTC); each run covers the interval since the previous tick, which is what a backfill "
-        "run replays; 'none' for manual runs only (Airflow cannot backfill a DAG without a periodic schedule)",
+        "cron or preset, in UTC; each run's data interval runs from the previous tick to its own, and a "
+        "backfill run replays what was archived in it. `none`: manual runs only, and then no backfill "
+        "(Airflow backfills only periodic schedules)",
     ),
-    Setting("ORDER_TRACKING_SPARK_BACKEND", "databricks", "'databricks' submits the run spec; 'local' runs it here"),
+    Setting(
+        "ORDER_TRACKING_DEPLOYMENT",
+        "order-tracking",
+        "names this Airflow deployment in Databricks idempotency tokens; give each deployment sharing a "
+        "workspace its own",
+    ),
+    Setting(
+        "ORDER_TRACKING_SPARK_BACKEND", "databricks", "`databricks` submits the run spec; `local` runs it in the worker"
+    ),
     Setting("ORDER_TRACKING_GCP_CONN_ID", "google_cloud_default", "Airflow connection for GCS"),
     Setting("ORDER_TRACKING_DATABRICKS_CONN_ID", "databricks_default", "Airflow connection for Databricks"),
     Setting(
         "ORDER_TRACKING_DATABRICKS_WORKSPACE",
         "databricks-workspace",
-        "workspace host or URL (as in the connection), used only to name the target table's Airflow Asset",
+        "workspace host, or its URL as in the connection, used only to name the target's Airflow Asset",
     ),
-    Setting(
-        "ORDER_TRACKING_DEPLOYMENT",
-        "order-tracking",
-        "names this Airflow deployment in Databricks idempotency tokens: give each deployment that shares "
-        "a workspace its own",
-    ),
-    Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "serverless, existing_cluster or new_cluster"),
-    Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is existing_cluster"),
+    Setting("ORDER_TRACKING_DATABRICKS_COMPUTE", "serverless", "`serverless`, `existing_cluster` or `new_cluster`"),
+    Setting("ORDER_TRACKING_DATABRICKS_CLUSTER_ID", "", "cluster id when compute is `existing_cluster`"),
     Setting(
         "ORDER_TRACKING_DATABRICKS_NEW_CLUSTER",
         "",
-        "JSON cluster spec when compute is new_cluster: DBR 15.4 or later, with a Unity Catalog data_security_mode",
+        "JSON cluster spec when compute is `new_cluster`: DBR 15.4 or later, with a Unity Catalog "
+        "`data_security_mode` (see [Operations](OPERATIONS.md#delivery-to-databricks))",
     ),
     Setting(
         "ORDER_TRACKING_SERVERLESS_ENVIRONMENT_VERSION",
         "2",
-        "serverless environment version of the runs (2 or later: Python 3.11)",
+        "serverless environment version of the runs: 2 or later (Python 3.11)",
     ),
     Setting(
         "ORDER_TRACKING_WHEEL_URI",
         "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
-        "where Databricks finds the jobs' wheel: the path make deploy prints (/Volumes/...; gs:// on clusters only)",
+        "where Databricks finds the jobs' wheel: the path `make deploy` prints; `gs://` only on clusters",
     ),
-    Setting("ORDER_TRACKING_TABLE_NAMESPACE", "main.order_tracking", "catalog.schema of the tables (databricks)"),
-    Setting("ORDER_TRACKING_LOCAL_TABLE_ROOT", str(REPO_ROOT / ".local" / "tables"), "folder of the tables (local)"),
-    Setting("ORDER_TRACKING_MAX_REJECT_FRACTION", "0.1", "stage fails when more of a batch's rows are rejected"),
+    Setting(
+        "ORDER_TRACKING_TABLE_NAMESPACE", "main.order_tracking", "`catalog.schema` of the five tables (databricks)"
+    ),
+    Setting(
+        "ORDER_TRACKING_LOCAL_TABLE_ROOT",
+        str(REPO_ROOT / ".local" / "tables"),
+        "folder of the five tables (local backend)",
+        documented_default="`<repo>/.local/tables`",
+    ),
+    Setting(
+        "ORDER_TRACKING_MAX_REJECT_FRACTION", "0.1", "stage fails when a larger share of a batch's rows is rejected"
+    ),
     Setting("ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS", "3000", "how long the sensor waits before the run is skipped"),
     Setting("ORDER_TRACKING_SENSOR_POKE_SECONDS", "60", "how often the deferred sensor lists the input prefix"),
     Setting(
         "ORDER_TRACKING_GCS_RETRY_SECONDS",
         "120",
-        "how long one GCS call retries (with backoff) before the task fails",
+        "how long one GCS call retries, with backoff, before the task fails (and Airflow retries it)",
     ),
     Setting(
         "ORDER_TRACKING_DATABRICKS_POLL_SECONDS",
         "30",
         "how often a deferred Databricks task asks for its run's state",
     ),
-    Setting("ORDER_TRACKING_RETRIES", "3", "task retries (exponential backoff from the retry delay)"),
-    Setting("ORDER_TRACKING_RETRY_DELAY_SECONDS", "60", "first retry delay"),
+    Setting("ORDER_TRACKING_RETRIES", "3", "task retries, with exponential backoff"),
+    Setting("ORDER_TRACKING_RETRY_DELAY_SECONDS", "60", "first retry delay (backoff doubles it, up to 30 min)"),
     Setting("ORDER_TRACKING_TASK_TIMEOUT_MINUTES", "120", "execution timeout of each task"),
 )
-_BY_ENV = {setting.env: setting for setting in SETTINGS}
+# What make deploy reads besides the table namespace above (scripts/deploy.py).
+DEPLOY_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "ORDER_TRACKING_DEPLOY_VOLUME", "artifacts", "the Unity Catalog volume, in the table namespace, of the wheel"
+    ),
+)
+_BY_ENV = {each.env: each for each in (*SETTINGS, *DEPLOY_SETTINGS)}
 
 TABLE_NAMES = {
     "staging": "orders_staging",
@@ -123,8 +130,13 @@ TABLE_NAMES = {
 }
 
 
+def setting(env: str) -> Setting:
+    """The registered setting of that variable (a KeyError names an unregistered one)."""
+    return _BY_ENV[env]
+
+
 def _value(env: str) -> str:
-    return _BY_ENV[env].read()
+    return setting(env).read()
 
 
 @dataclass(frozen=True)

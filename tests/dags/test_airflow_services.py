@@ -160,8 +160,8 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
         postgres.stop()
 
     assert (refused.status_code, "10 is greater than the maximum of 1" in refused.text) == (400, True), refused.text
-    # Unticked: stored as null, and the run gets none of the dialog's parameters (Airflow's; the README's
-    # workaround is to tick). When this fails, Airflow has fixed it, and the README's note can go.
+    # Unticked: stored as null, and the run gets none of the dialog's parameters (Airflow's; the workaround
+    # in docs/OPERATIONS.md is to tick). When this fails, Airflow has fixed it, and that note can go.
     assert (unticked["dag_run_conf"], skipped_run["conf"]) == (None, {})
     assert skipped_states["wait_for_new_files"] == "skipped"
     assert last_visible_line(skipped_log) == (

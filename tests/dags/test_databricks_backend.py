@@ -17,7 +17,7 @@ from tests.dags.databricks_stand_in import JobsApiStandIn
 from tests.spark_jobs.helpers import HEADER
 
 WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
-# The README's new_cluster example: DBR 15.4 LTS, Unity Catalog through the dedicated (single-user) access mode.
+# docs/OPERATIONS.md's new_cluster example: DBR 15.4 LTS, Unity Catalog through the dedicated (single-user) access mode.
 NEW_CLUSTER = {
     "spark_version": "15.4.x-scala2.12",
     "node_type_id": "n2-highmem-4",
@@ -300,7 +300,7 @@ def test_an_unreadable_run_is_never_submitted_twice_and_only_a_run_that_does_not
 def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
     spark, gcs, monkeypatch, airflow_db, pipeline_env, tmp_path
 ):
-    # The README's OAuth service principal (client id and secret, "service_principal_oauth": true) over
+    # docs/OPERATIONS.md's OAuth service principal (client id and secret, "service_principal_oauth": true) over
     # HTTPS, OpenLineage's parent-job injection on, and a stage run whose runs/get-output has no logs.
     with JobsApiStandIn(tls=True) as databricks:
         schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"

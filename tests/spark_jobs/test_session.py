@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.session import EXTRA_JARS_ENV, local_jars, process_output_to
+from spark_jobs.session import SPARK_JARS, local_jars, process_output_to
 
 
 def test_the_test_session_takes_delta_from_the_resolved_jars_not_ivy(spark):
@@ -25,7 +25,7 @@ def test_jar_settings_name_jars_or_folders_of_jars(tmp_path, monkeypatch):
     folder.mkdir()
     for name in ("b.jar", "a.jar", "notes.txt"):
         (folder / name).write_text("")
-    monkeypatch.setenv(EXTRA_JARS_ENV, f"{folder},/elsewhere/c.jar")
+    monkeypatch.setenv(SPARK_JARS.env, f"{folder},/elsewhere/c.jar")
     assert local_jars() == [str(folder / "a.jar"), str(folder / "b.jar"), "/elsewhere/c.jar"]
 
 
