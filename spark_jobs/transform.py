@@ -6,6 +6,8 @@ Every function takes and returns DataFrames and uses built-in Spark functions on
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import reduce
 
@@ -85,7 +87,53 @@ def _reason(condition: Column, message: str) -> Column:
     return F.when(condition, F.array(F.lit(message))).otherwise(_no_reasons())
 
 
-def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
+@dataclass(frozen=True)
+class Fields:
+    """A record as the validation rules see it: each order column's trimmed text and typed value, and
+    all its cells joined (for checks on the bytes)."""
+
+    text: Mapping[str, Column]
+    value: Mapping[str, Column]
+    cells: Column
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule: the reason a row is rejected for, and when. ``broken`` is never null (true
+    or false), so that the rules' disjunction decides validity and each rule's reason fires alone."""
+
+    reason: str
+    broken: Callable[[Fields], Column]
+
+
+def _unparsed(name: str) -> Callable[[Fields], Column]:
+    return lambda f: ~_blank(f.text[name]) & f.value[name].isNull()
+
+
+def _before_range(name: str) -> Callable[[Fields], Column]:
+    first = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
+    earliest = F.lit(first if name == EVENT_TIME else first.date())
+    return lambda f: F.coalesce(f.value[name] < earliest, F.lit(False))  # compared as a value: cheap
+
+
+# Every rule a row must pass, in the order its reasons are listed. A rule added here fires: validity is
+# "no rule broken", and the reasons are those of the rules broken (docs/CONTRACT.md lists them).
+VALIDATION_RULES: tuple[Rule, ...] = (
+    Rule("invalid UTF-8 bytes", lambda f: f.cells.contains("\ufffd")),
+    Rule("contains a NUL byte", lambda f: f.cells.contains("\u0000")),
+    Rule("tracking_num is empty", lambda f: _blank(f.text["tracking_num"])),
+    Rule("status is empty", lambda f: _blank(f.text["status"])),
+    Rule("order_num is empty", lambda f: _blank(f.text["order_num"])),
+    Rule("order_num is not a whole number", _unparsed("order_num")),
+    Rule("last_update_timestamp is empty", lambda f: _blank(f.text[EVENT_TIME])),
+    Rule("last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp", _unparsed(EVENT_TIME)),
+    Rule(f"last_update_timestamp is before {EARLIEST_YEAR}-01-01", _before_range(EVENT_TIME)),
+    *[Rule(f"{name} is not a yyyy-MM-dd date", _unparsed(name)) for name in OPTIONAL_DATE_COLUMNS],
+    *[Rule(f"{name} is before {EARLIEST_YEAR}-01-01", _before_range(name)) for name in OPTIONAL_DATE_COLUMNS],
+)
+
+
+def parse_orders(records: DataFrame, header: FileHeader, rules: tuple[Rule, ...] = VALIDATION_RULES) -> DataFrame:
     """Map the records of files sharing ``header`` to typed order columns, with the reasons each row is rejected.
 
     ``records`` are ``read_csv_records`` cells (``_c0`` ...) in header order. The result has the business
@@ -96,8 +144,37 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     It works in three projections (text, then typed values, then reasons), each referring to the
     previous one's columns, so that each value is computed once per row.
     """
-    width = len(header.names)
-    cells = [F.col(f"_c{i}") for i in range(width)]
+    cells = [F.col(f"_c{i}") for i in range(len(header.names))]
+    values = _typed(_texts(records, header, cells))
+    fields = Fields(
+        text={name: F.col(_TEXT + name) for name in ORDER_COLUMNS},
+        value={name: F.col(name) for name in ORDER_COLUMNS},
+        cells=F.col(_CELLS_TEXT),
+    )
+    # Rebuilt as written: spaces kept, an empty field empty (the reader gives null for an empty field).
+    as_written = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false", "emptyValue": ""}
+    rebuilt = F.to_csv(F.struct(*cells), as_written) if cells else F.lit("")
+    return values.select(
+        *ORDER_COLUMNS,
+        RESCUED_DATA,
+        SOURCE_FILE,
+        RECORD_ID,
+        RAW_TEXT,
+        *cells,
+        _reject_reasons(fields, rules, len(cells)).alias(REJECT_REASONS),
+    ).select(
+        *ORDER_COLUMNS,
+        RESCUED_DATA,
+        SOURCE_FILE,
+        RECORD_ID,
+        REJECT_REASONS,
+        # The text of a rejected row: as read when malformed, else rebuilt from its fields (rejected rows only).
+        F.when(F.size(REJECT_REASONS) > 0, F.coalesce(F.col(RAW_TEXT), rebuilt)).alias(RAW_TEXT),
+    )
+
+
+def _texts(records: DataFrame, header: FileHeader, cells: list[Column]) -> DataFrame:
+    """Each order column's cell by name, trimmed of Unicode white space; unknown columns as JSON."""
 
     def cell(name: str) -> Column:
         position = header.position(name)
@@ -106,7 +183,7 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     # Each name once: a header naming a column twice rejects its file, whose rows still pass through here.
     extras = [(name, cell(name)) for name in dict.fromkeys(header.extra_columns)]
     rescued = F.to_json(F.create_map(*[x for name, value in extras for x in (F.lit(name), value)])) if extras else None
-    texts = records.select(
+    return records.select(
         *[F.btrim(cell(name), F.lit(WHITE_SPACE)).alias(_TEXT + name) for name in ORDER_COLUMNS],
         (rescued if rescued is not None else F.lit(None).cast("string")).alias(RESCUED_DATA),
         F.col(SOURCE_FILE),
@@ -116,9 +193,14 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
         *cells,
     )
 
+
+def _typed(texts: DataFrame) -> DataFrame:
+    """The texts, and beside them the typed values: null where empty or where the text does not parse.
+
+    Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
+    numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
+    """
     text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
-    # Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
-    # numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
     typed = {
         "order_num": _try_cast(_TEXT + "order_num", "bigint"),
         "tracking_num": F.when(~_blank(text["tracking_num"]), text["tracking_num"]),
@@ -130,67 +212,21 @@ def parse_orders(records: DataFrame, header: FileHeader) -> DataFrame:
     }
     for name in OPTIONAL_DATE_COLUMNS:
         typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, _try_cast(_TEXT + name, "date"))
-    values = texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
+    return texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
-    value = {name: F.col(name) for name in ORDER_COLUMNS}
-    # A parsed value before the accepted range, compared as a value (null where it did not parse). Checked
-    # on the text, in the projection above, it cost the stage a quarter of its time on 1M rows.
-    first = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
-    earliest = {EVENT_TIME: F.lit(first), **dict.fromkeys(OPTIONAL_DATE_COLUMNS, F.lit(first.date()))}
-    early = {name: value[name] < earliest[name] for name in earliest}
-    # What every reason below checks, as one condition, so that a valid row builds no reasons array.
-    valid = reduce(
-        operator.and_,  # Column.__and__ is the classic Column's on PySpark 3.5, even for a Connect column
-        [
-            F.col(RAW_TEXT).isNull(),
-            ~F.col(_CELLS_TEXT).contains("\ufffd"),
-            ~F.col(_CELLS_TEXT).contains("\u0000"),
-            *[value[name].isNotNull() for name in ("order_num", "tracking_num", "status")],
-            value[EVENT_TIME] >= earliest[EVENT_TIME],  # null, so not valid, where it did not parse
-            *[(value[name] >= earliest[name]) | _blank(text[name]) for name in OPTIONAL_DATE_COLUMNS],
-        ],
-    )
-    value_reasons = [
-        _reason(F.col(_CELLS_TEXT).contains("\ufffd"), "invalid UTF-8 bytes"),
-        _reason(F.col(_CELLS_TEXT).contains("\u0000"), "contains a NUL byte"),
-        _reason(_blank(text["tracking_num"]), "tracking_num is empty"),
-        _reason(_blank(text["status"]), "status is empty"),
-        _reason(_blank(text["order_num"]), "order_num is empty"),
-        _reason(~_blank(text["order_num"]) & value["order_num"].isNull(), "order_num is not a whole number"),
-        _reason(_blank(text[EVENT_TIME]), "last_update_timestamp is empty"),
-        _reason(
-            ~_blank(text[EVENT_TIME]) & value[EVENT_TIME].isNull(),
-            "last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp",
-        ),
-        _reason(early[EVENT_TIME], f"last_update_timestamp is before {EARLIEST_YEAR}-01-01"),
-        *[
-            _reason(~_blank(text[name]) & value[name].isNull(), f"{name} is not a yyyy-MM-dd date")
-            for name in OPTIONAL_DATE_COLUMNS
-        ],
-        *[_reason(early[name], f"{name} is before {EARLIEST_YEAR}-01-01") for name in OPTIONAL_DATE_COLUMNS],
-    ]
+
+def _reject_reasons(fields: Fields, rules: tuple[Rule, ...], width: int) -> Column:
+    """The reasons a row is rejected for: none when it breaks no rule; its field count when it has the
+    wrong number of fields (Spark keeps a record's text only then); else each broken rule's reason.
+    A valid row builds no reasons array."""
+    broken = [rule.broken(fields) for rule in rules]
+    # operator.or_, not Column.__or__: that is the classic Column's on PySpark 3.5, even for a Connect column.
+    valid = F.col(RAW_TEXT).isNull() & ~reduce(operator.or_, broken)
     wrong_width = F.array(
         F.concat(F.lit(f"expected {width} fields, found "), field_count(F.col(RAW_TEXT)).cast("string"))
     )
-    # Spark keeps a record's text only when its field count differs from the header's.
-    # The reasons are spelled out for rejected rows only; a valid row gets the empty array.
-    reasons = (
-        F.when(valid, _no_reasons()).when(F.col(RAW_TEXT).isNotNull(), wrong_width).otherwise(F.concat(*value_reasons))
-    )
-    # Rebuilt as written: spaces kept, an empty field empty (the reader gives null for an empty field).
-    as_written = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false", "emptyValue": ""}
-    rebuilt = F.to_csv(F.struct(*cells), as_written) if width else F.lit("")
-    return values.select(
-        *ORDER_COLUMNS, RESCUED_DATA, SOURCE_FILE, RECORD_ID, RAW_TEXT, *cells, reasons.alias(REJECT_REASONS)
-    ).select(
-        *ORDER_COLUMNS,
-        RESCUED_DATA,
-        SOURCE_FILE,
-        RECORD_ID,
-        REJECT_REASONS,
-        # The text of a rejected row: as read when malformed, else rebuilt from its fields (rejected rows only).
-        F.when(F.size(REJECT_REASONS) > 0, F.coalesce(F.col(RAW_TEXT), rebuilt)).alias(RAW_TEXT),
-    )
+    each = [_reason(condition, rule.reason) for condition, rule in zip(broken, rules, strict=True)]
+    return F.when(valid, _no_reasons()).when(F.col(RAW_TEXT).isNotNull(), wrong_width).otherwise(F.concat(*each))
 
 
 def record_counts(parsed: DataFrame) -> DataFrame:

@@ -22,7 +22,14 @@ from spark_jobs.schema import (
     TARGET_COLUMNS,
     TARGET_SCHEMA,
 )
-from spark_jobs.transform import REJECT_REASONS, collapse_to_latest, field_count, parse_orders
+from spark_jobs.transform import (
+    REJECT_REASONS,
+    VALIDATION_RULES,
+    Rule,
+    collapse_to_latest,
+    field_count,
+    parse_orders,
+)
 from tests.spark_jobs.helpers import HEADER
 
 INGESTED = dt.datetime(2026, 1, 1)
@@ -231,6 +238,24 @@ def test_parse_orders_applies_one_rule(spark, rule):
 
     expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, reasons, rejected_text)], PARSED)
     assert_df_equality(parsed, expected, ignore_nullable=True)
+
+
+def test_a_rule_added_to_the_rules_decides_validity_and_gives_its_reason(spark):
+    """A rule is one entry: added there, it rejects the rows it names, with its reason, and only those."""
+    no_address = Rule("address is empty", lambda f: f.value["address"].isNull())
+    rows = [(*GOOD, None, "file:/in/a.csv", 2), (*with_cell(5, " "), None, "file:/in/a.csv", 3)]
+    records = spark.createDataFrame(rows, RECORDS)
+
+    parsed = parse_orders(records, SEED_HEADER, (*VALIDATION_RULES, no_address)).orderBy(RECORD_ID).collect()
+
+    rebuilt = "1,TRK1,2023-01-01,,In Transit, ,2023-01-01 10:00:00"
+    assert [(row[RECORD_ID], row[REJECT_REASONS], row[RAW_TEXT]) for row in parsed] == [
+        (2, [], None),
+        (3, ["address is empty"], rebuilt),
+    ]
+    # Without it, both rows are valid: an empty address is allowed.
+    unchanged = parse_orders(records, SEED_HEADER).orderBy(RECORD_ID).collect()
+    assert [row[REJECT_REASONS] for row in unchanged] == [[], []]
 
 
 def test_parse_orders_maps_columns_by_name_and_rescues_unknown_ones(spark):
