@@ -13,12 +13,15 @@ import argparse
 import sys
 
 from spark_jobs.cli import OrderLoadError, parse_job_args, run_job
-from spark_jobs.contracts import ROW_COUNTS
+from spark_jobs.contracts import ROW_COUNTS, BatchStatus
 from spark_jobs.load import read_audit
 from spark_jobs.tables import check_batch_id
 
 # The audit statuses that say a job of the batch succeeded: a merged batch was staged first.
-SUCCEEDED_STATUSES = {"stage_orders": ("staged", "merge_unreconciled", "merged"), "merge_orders": ("merged",)}
+SUCCEEDED_STATUSES = {
+    "stage_orders": (BatchStatus.STAGED, BatchStatus.MERGE_UNRECONCILED, BatchStatus.MERGED),
+    "merge_orders": (BatchStatus.MERGED,),
+}
 # The figures each job reports: the stage's end at rows_staged; the merge reports them all, as the merge job does.
 _STAGED = ROW_COUNTS.index("rows_staged") + 1
 _FIGURES = {"stage_orders": ("files", *ROW_COUNTS[:_STAGED]), "merge_orders": ("files", *ROW_COUNTS)}

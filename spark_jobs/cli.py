@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from spark_jobs.contracts import FAILED, SUCCEEDED, JobMetrics
+from spark_jobs.contracts import JobMetrics, Result
 
 LOG = logging.getLogger("order_tracking")
 
@@ -84,7 +84,7 @@ def run_job(job: Callable[[], dict]) -> int:
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
         LOG.error("%s", error)
         retryable = getattr(error, "retryable", False)
-        print(JobMetrics(result=FAILED, error=str(error), retryable=retryable).to_json_line(), flush=True)
+        print(JobMetrics(result=Result.FAILED, error=str(error), retryable=retryable).to_json_line(), flush=True)
         raise SystemExit(1) from None
-    print(JobMetrics.from_dict({**metrics, "result": SUCCEEDED}).to_json_line(), flush=True)
+    print(JobMetrics.from_dict({**metrics, "result": Result.SUCCEEDED}).to_json_line(), flush=True)
     return 0

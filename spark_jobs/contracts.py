@@ -11,26 +11,50 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any
 
-LOADED, REJECTED = "loaded", "rejected"
-SUCCEEDED, FAILED = "succeeded", "failed"
 
-# The batch's figures, in the order logs and the audit table show them.
-ROW_COUNTS: tuple[str, ...] = (
-    "rows_read",
-    "rows_rejected",
-    "files_rejected",
-    "files_redelivered",
-    "rows_collapsed",
-    "rows_staged",
-    "rows_inserted",
-    "rows_updated",
-    "rows_skipped_stale",
-    "rows_unchanged",
-    "history_rows_inserted",
-    "target_version",
-)
+class Result(StrEnum):
+    """What a job says of itself, on its last line."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class FileStatus(StrEnum):
+    """What became of one input file."""
+
+    LOADED = "loaded"  # its good rows staged (its bad rows, if any, in the rejects table)
+    REJECTED = "rejected"  # rejected whole, with a reason; it moves to rejected/
+
+
+class BatchStatus(StrEnum):
+    """A batch's audit record, as the jobs leave it (docs/CONTRACT.md, "Audit")."""
+
+    STAGED = "staged"
+    STAGE_FAILED = "stage_failed"
+    MERGE_UNRECONCILED = "merge_unreconciled"  # the MERGE committed, its figures did not reconcile
+    MERGED = "merged"
+
+
+# The batch's figures, in the order logs and the audit table show them, each with its name in the log's
+# summary line.
+FIGURES: dict[str, str] = {
+    "rows_read": "read",
+    "rows_rejected": "rejected",
+    "files_rejected": "files rejected",
+    "files_redelivered": "files redelivered",
+    "rows_collapsed": "collapsed",
+    "rows_staged": "staged",
+    "rows_inserted": "inserted",
+    "rows_updated": "updated",
+    "rows_skipped_stale": "stale",
+    "rows_unchanged": "unchanged",
+    "history_rows_inserted": "history added",
+    "target_version": "target version",
+}
+ROW_COUNTS: tuple[str, ...] = tuple(FIGURES)
 
 
 def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +126,7 @@ class FileResult:
     generation: str | None
     rows: int
     rows_rejected: int
-    status: str
+    status: FileStatus
     reason: str | None
     # "<data rows>:<xor of the rows' xxhash64>:<sum of their hash>" over each row's parsed values (a rejected
     # row's text): the same rows under any name, in any order.
@@ -111,26 +135,27 @@ class FileResult:
     redelivery_of: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The file's entry in the metrics and the audit record."""
-        return asdict(self)
+        """The file's entry in the metrics and the audit record: plain data, the status a plain string."""
+        return {**asdict(self), "status": str(self.status)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
         """Read a file's entry back."""
-        return cls(**{field.name: data.get(field.name) for field in fields(cls)})
+        values = {field.name: data.get(field.name) for field in fields(cls)}
+        return cls(**{**values, "status": FileStatus(values["status"])})
 
 
 @dataclass(frozen=True)
 class JobMetrics:
     """A job's result and its batch's figures; a figure a job does not produce is None."""
 
-    result: str
+    result: Result
     batch_id: str | None = None
     error: str | None = None
     # A failed job says whether a retry could change its outcome: False for a refusal that depends only on
     # the batch and the arguments (the reject limit, every file rejected, a bad argument).
     retryable: bool | None = None
-    status: str | None = None
+    status: BatchStatus | None = None
     files: tuple[FileResult, ...] = ()
     rows_read: int | None = None
     rows_rejected: int | None = None
@@ -149,7 +174,7 @@ class JobMetrics:
     @property
     def succeeded(self) -> bool:
         """True when the job says it succeeded."""
-        return self.result == SUCCEEDED
+        return self.result == Result.SUCCEEDED
 
     @property
     def changed_target(self) -> bool:
@@ -164,6 +189,8 @@ class JobMetrics:
         """JSON-ready data (the task's XCom), without the figures the job did not produce."""
         data = {
             **asdict(self),
+            "result": str(self.result),
+            "status": str(self.status) if self.status is not None else None,
             "files": [item.to_dict() for item in self.files],
             "top_reject_reasons": list(self.top_reject_reasons),
         }
@@ -179,6 +206,9 @@ class JobMetrics:
         known = _known(cls, data)
         known["files"] = tuple(FileResult.from_dict(item) for item in data.get("files") or ())
         known["top_reject_reasons"] = tuple(data.get("top_reject_reasons") or ())
+        known["result"] = Result(known["result"])
+        if known.get("status") is not None:
+            known["status"] = BatchStatus(known["status"])
         return cls(**known)
 
     @classmethod

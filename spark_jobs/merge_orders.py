@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.cli import LOG, OrderLoadError, RetryableLoadError, parse_job_args, run_job, utc_now
+from spark_jobs.contracts import BatchStatus
 from spark_jobs.load import (
     KeyRange,
     TimeBands,
@@ -84,7 +85,6 @@ def read_staged(spark: SparkSession, staging_table: str, batch_id: str) -> tuple
 
 
 # A merge whose MERGE committed but whose figures did not reconcile: the batch is not finished.
-UNRECONCILED = "merge_unreconciled"
 
 
 def merge_orders(
@@ -103,12 +103,12 @@ def merge_orders(
     with ThreadPoolExecutor(max_workers=1) as reader:
         staged_read = reader.submit(read_staged, spark, staging_table, batch_id)
         stage_record = read_audit(spark, audit_table, batch_id) or {}
-        if stage_record.get("status") == "stage_failed":
+        if stage_record.get("status") == BatchStatus.STAGE_FAILED:
             raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record['error']}")
         # While the staged rows are profiled: what earlier tries of this staging's merge committed. Counted
         # as this merge's, so a retry's figures (and the Asset event they decide) are the batch's.
         marker = merge_marker(batch_id, stage_record)
-        unfinished = stage_record.get("status") in ("staged", UNRECONCILED)
+        unfinished = stage_record.get("status") in (BatchStatus.STAGED, BatchStatus.MERGE_UNRECONCILED)
         earlier = earlier_merge_counts(spark, target_table, history_table, marker) if unfinished else {}
         batch, profile = staged_read.result()
     if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
@@ -166,11 +166,12 @@ def merge_orders(
             f"{counts['updated']} + skipped_stale {counts['older']} + unchanged {unchanged}; "
             f"{counts['missing']} staged keys are missing from or older in {target_table} version {version}"
         )
-        upsert_audit(spark, {**record, "status": UNRECONCILED, "error": error}, audit_table)
-        raise RetryableLoadError(f"{error}. The MERGE committed; the audit record says {UNRECONCILED}.")
-    earlier_alarm = stage_record.get("error") if stage_record.get("status") == UNRECONCILED else None
+        upsert_audit(spark, {**record, "status": BatchStatus.MERGE_UNRECONCILED, "error": error}, audit_table)
+        committed = f"The MERGE committed; the audit record says {BatchStatus.MERGE_UNRECONCILED}"
+        raise RetryableLoadError(f"{error}. {committed}.")
+    earlier_alarm = stage_record.get("error") if stage_record.get("status") == BatchStatus.MERGE_UNRECONCILED else None
     alarm = f"reconciled on a later try; an earlier try said: {earlier_alarm}" if earlier_alarm else None
-    upsert_audit(spark, {**record, "status": "merged", "error": alarm}, audit_table)
+    upsert_audit(spark, {**record, "status": BatchStatus.MERGED, "error": alarm}, audit_table)
     LOG.info(
         "merged batch %s into %s version %d: %d inserted, %d updated, %d skipped as stale, %d unchanged",
         batch_id,

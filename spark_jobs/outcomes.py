@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spark_jobs.contracts import LOADED, REJECTED, FileResult
+from spark_jobs.contracts import FileResult, FileStatus
 from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
@@ -44,7 +44,7 @@ class FileOutcome:
             generation=self.file.generation,
             rows=self.rows,
             rows_rejected=self.rows_rejected,
-            status=LOADED if self.loaded else REJECTED,
+            status=FileStatus.LOADED if self.loaded else FileStatus.REJECTED,
             reason=self.reason,
             fingerprint=self.fingerprint,
             redelivery_of=self.redelivery_of,

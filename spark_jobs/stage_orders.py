@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
+from spark_jobs.contracts import BatchStatus, FileStatus
 from spark_jobs.extract import (
     RAW_TEXT,
     RECORD_ID,
@@ -112,9 +113,10 @@ def find_redeliveries(
     prints = [o.fingerprint for o in loaded]
     earlier = (
         read_table(spark, audit_table)
-        .where((F.col("status") == "merged") & (F.col("batch_id") != batch_id))
+        .where((F.col("status") == BatchStatus.MERGED.value) & (F.col("batch_id") != batch_id))
         .select("batch_id", "merge_finished_at", F.explode("files").alias("f"))
-        .where((F.col("f.status") == "loaded") & (F.col("f.uri").isin(uris) | F.col("f.fingerprint").isin(prints)))
+        .where(F.col("f.status") == FileStatus.LOADED.value)
+        .where(F.col("f.uri").isin(uris) | F.col("f.fingerprint").isin(prints))
         .select("batch_id", "merge_finished_at", "f.uri", "f.fingerprint")
         .orderBy("merge_finished_at", "batch_id")
         .collect()
@@ -339,7 +341,8 @@ def stage_orders(
                 if record["rows_read"] != record["rows_staged"] + record["rows_rejected"] + record["rows_collapsed"]:
                     error = f"batch {batch_id}: counts do not reconcile: {record}"
             record.update(file_records(outcomes, redeliveries.result()))
-    record.update(status="stage_failed" if error else "staged", error=error, stage_finished_at=utc_now())
+    status = BatchStatus.STAGE_FAILED if error else BatchStatus.STAGED
+    record.update(status=status, error=error, stage_finished_at=utc_now())
     if audit_table:
         upsert_audit(spark, record, audit_table)
     if error:

@@ -28,7 +28,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.exceptions import RequestException
 
 from order_tracking_load.settings import LoadSettings
-from spark_jobs.contracts import REJECTED, JobMetrics, Manifest, ManifestFile
+from spark_jobs.contracts import FileStatus, JobMetrics, Manifest, ManifestFile
 
 LOG = logging.getLogger(__name__)
 REPLAY_RUN_TYPES = ("backfill",)
@@ -383,7 +383,7 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
         outcome = outcome_by_uri.get(item.uri)
         if outcome is None:
             raise AirflowException(f"stage reported nothing about {item.uri}; not archiving it")
-        if outcome.status == REJECTED:
+        if outcome.status == FileStatus.REJECTED:
             destination = item.rejected_uri.removeprefix(in_bucket)
             LOG.warning("%s was rejected whole (%s): moving it to %s", item.uri, outcome.reason, destination)
             kind = "rejected"

@@ -16,8 +16,8 @@ from spark_jobs.environment import Setting
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("databricks", "local")
 COMPUTE_KINDS = ("serverless", "existing_cluster", "new_cluster")
-# The support matrix (docs/OPERATIONS.md, "Supported runtimes"): the oldest Databricks runtime of a cluster, and the oldest
-# serverless environment version (2: Python 3.11, Databricks Connect 15.4).
+# The support matrix (docs/OPERATIONS.md, "Supported runtimes"): the oldest Databricks runtime of a cluster,
+# and the oldest serverless environment version (2: Python 3.11, Databricks Connect 15.4).
 OLDEST_RUNTIME = (15, 4)
 OLDEST_SERVERLESS_ENVIRONMENT = 2
 # A cluster's access modes that reach Unity Catalog (the jobs' three-part table names); a cluster created

@@ -26,23 +26,8 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, conf
 
 from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token, report_parameters
 from order_tracking_load.settings import LoadSettings
-from spark_jobs.contracts import JobMetrics
+from spark_jobs.contracts import FIGURES, JobMetrics
 
-# How the summary names each figure.
-FIGURE_LABELS = {
-    "rows_read": "read",
-    "rows_rejected": "rejected",
-    "files_rejected": "files rejected",
-    "files_redelivered": "files redelivered",
-    "rows_collapsed": "collapsed",
-    "rows_staged": "staged",
-    "rows_inserted": "inserted",
-    "rows_updated": "updated",
-    "rows_skipped_stale": "stale",
-    "rows_unchanged": "unchanged",
-    "history_rows_inserted": "history added",
-    "target_version": "target version",
-}
 # On a failure, the JVM's lines that explain it: each ERROR line and the exception chain below it.
 JVM_ERROR_LINES = 80
 JVM_FRAMES_PER_EXCEPTION = 3
@@ -52,7 +37,7 @@ def summary_line(job: str, metrics: JobMetrics, seconds: float | None = None) ->
     """The load summary: one short line with the batch, its files, the time taken and the job's figures."""
     files = len(metrics.files)
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    figures = ", ".join(f"{FIGURE_LABELS[name]} {value}" for name, value in metrics.figures().items())
+    figures = ", ".join(f"{FIGURES[name]} {value}" for name, value in metrics.figures().items())
     return f"{job} loaded batch {metrics.batch_id} ({files} file{'' if files == 1 else 's'}){took}: {figures}"
 
 
