@@ -36,8 +36,8 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
 from order_tracking_load import tasks
-from order_tracking_load.gcs_files import NewFilesSensor
 from order_tracking_load.run_spec import merge_parameters, stage_parameters
+from order_tracking_load.sensing import NewFilesSensor
 from order_tracking_load.settings import load_settings
 from order_tracking_load.spark_backends import spark_job
 

@@ -89,8 +89,6 @@ class Manifest:
     run_id: str | None = None
     batch_date: str | None = None
     replay: bool = False
-    source_prefix: str | None = None
-    archive_folder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON-ready data (the manifest file, and the listing task's XCom)."""

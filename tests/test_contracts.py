@@ -26,8 +26,6 @@ def test_a_manifest_survives_its_json_round_trip():
         ),
         run_id="scheduled__2026-11-26T10:00:00+00:00",
         batch_date="2026-11-26",
-        source_prefix="input/",
-        archive_folder="archive/2026-11-26/10/",
     )
 
     assert Manifest.from_json(json.dumps(manifest.to_dict())) == manifest

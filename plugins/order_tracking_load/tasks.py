@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Context, XComArg, task
 
-from order_tracking_load import gcs_files
+from order_tracking_load import archive, manifests
 from order_tracking_load.settings import LoadSettings
 
 
@@ -14,7 +14,7 @@ def list_new_files(settings: LoadSettings) -> XComArg:
     @task(task_id="list_new_files", multiple_outputs=True)
     def list_new_files(**context: Context) -> dict:
         """List the run's .csv objects (input, or the archive of its interval for a replay) and write the manifest."""
-        return gcs_files.list_and_write_manifest(settings, context)
+        return manifests.list_and_write_manifest(settings, context)
 
     return list_new_files()
 
@@ -25,7 +25,7 @@ def archive_loaded_files(settings: LoadSettings, listing: XComArg, stage_result:
     @task(task_id="archive_loaded_files")
     def archive_loaded_files(listing: dict, stage_result: dict, **context: Context) -> dict:
         """Move exactly the manifest's files: loaded ones to archive/, files rejected whole to rejected/."""
-        return gcs_files.archive_loaded_files(settings, listing, stage_result, context)
+        return archive.archive_loaded_files(settings, listing, stage_result, context)
 
     return archive_loaded_files(listing=listing, stage_result=stage_result)
 

@@ -89,7 +89,7 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
     - Ticked override, Max Active Runs typed 10: the parameters reach each run's tasks, two runs go at
       once, each replays its own archive hours once, and nothing in the target moves.
     """
-    from order_tracking_load.gcs_files import batch_key
+    from order_tracking_load.layout import batch_key
     from order_tracking_load.settings import TABLE_NAMES, Tables
     from tests.spark_jobs.helpers import load_batch
 

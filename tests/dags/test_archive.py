@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 
-from order_tracking_load import gcs_files
+from order_tracking_load import archive, manifests, sensing, storage
 from order_tracking_load.settings import load_settings
 
 NAMES = ["input/a.csv", "input/b.csv", "input/c.csv", "input/d.csv"]
@@ -31,8 +31,6 @@ def _listing(gcs) -> dict:
         "batch_id": "batch-1",
         "batch_date": "2026-11-26",
         "replay": False,
-        "source_prefix": "input/",
-        "archive_folder": "archive/2026-11-26/10/",
         "files": files,
     }
 
@@ -52,7 +50,7 @@ def listed(gcs, pipeline_env) -> dict:
 def test_an_object_overwritten_after_listing_stays_in_input_for_the_next_run(gcs, listed):
     gcs.upload("input/b.csv", "input/b.csv second version\n")  # a new generation, not the one loaded
 
-    moved = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    moved = archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
 
     assert moved["left_in_input"] == ["input/b.csv"]
     assert moved["archived"] == [f"{FOLDER}a.csv", f"{FOLDER}c.csv", f"{FOLDER}d.csv"]
@@ -62,7 +60,7 @@ def test_an_object_overwritten_after_listing_stays_in_input_for_the_next_run(gcs
 
 
 def test_an_archive_that_fails_part_way_is_finished_by_the_retry(gcs, listed, monkeypatch):
-    real_move, calls = gcs_files._move, []
+    real_move, calls = archive._move, []
 
     def gcs_fails_after_two_moves(*args: object, **kwargs: object) -> str:
         calls.append(args[1])
@@ -71,12 +69,12 @@ def test_an_archive_that_fails_part_way_is_finished_by_the_retry(gcs, listed, mo
         return real_move(*args, **kwargs)
 
     with monkeypatch.context() as outage:
-        outage.setattr(gcs_files, "_move", gcs_fails_after_two_moves)
+        outage.setattr(archive, "_move", gcs_fails_after_two_moves)
         with pytest.raises(AirflowException, match="injected"):
-            gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+            archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
     assert gcs.names("input/") == ["input/c.csv", "input/d.csv"]
 
-    retried = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    retried = archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
 
     # The two moved by the first try are recognised at their destination; the retry moves the rest.
     assert retried["archived"] == [f"{FOLDER}{name}" for name in ("a.csv", "b.csv", "c.csv", "d.csv")]
@@ -106,7 +104,7 @@ def test_a_backfill_run_with_nothing_archived_in_its_interval_is_skipped_at_once
         "dag_run": FakeDagRun(DagRunType.BACKFILL, start, end, start, end),
         "params": {"replay_date": None},
     }
-    sensor = gcs_files.NewFilesSensor(task_id="wait_for_new_files", settings=load_settings())
+    sensor = sensing.NewFilesSensor(task_id="wait_for_new_files", settings=load_settings())
 
     began = time.monotonic()
     with pytest.raises(AirflowSkipException) as skipped:
@@ -123,7 +121,7 @@ def test_an_archived_object_is_never_overwritten_by_a_new_file_of_its_name(gcs, 
     # An earlier load of the same run id archived another a.csv under the same destination.
     gcs.upload(f"{FOLDER}a.csv", "archived earlier, another file\n")
 
-    moved = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    moved = archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
 
     assert moved["left_in_input"] == ["input/a.csv"]
     assert gcs.read(f"{FOLDER}a.csv") == b"archived earlier, another file\n"
@@ -133,7 +131,7 @@ def test_an_archived_object_is_never_overwritten_by_a_new_file_of_its_name(gcs, 
 
 def test_a_move_cut_between_its_copy_and_its_delete_is_finished_by_the_retry(gcs, listed, monkeypatch):
     """The worst moment to stop: b.csv is in both input/ and the archive. The retry must delete, not copy again."""
-    bucket_of = gcs_files._bucket
+    bucket_of = storage.bucket
 
     def bucket_that_dies_deleting_b(settings):
         bucket = bucket_of(settings)
@@ -148,14 +146,14 @@ def test_a_move_cut_between_its_copy_and_its_delete_is_finished_by_the_retry(gcs
         return bucket
 
     with monkeypatch.context() as cut:
-        cut.setattr(gcs_files, "_bucket", bucket_that_dies_deleting_b)
+        cut.setattr(storage, "bucket", bucket_that_dies_deleting_b)
         with pytest.raises(AirflowException, match="injected"):
-            gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+            archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
     assert gcs.names("input/") == ["input/b.csv", "input/c.csv", "input/d.csv"]
     assert gcs.names("archive/") == [f"{FOLDER}a.csv", f"{FOLDER}b.csv"]
     copied_generation = gcs.bucket.get_blob(f"{FOLDER}b.csv").generation
 
-    retried = gcs_files.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
+    retried = archive.archive_loaded_files(load_settings(), listed, _loaded(listed), {})
 
     assert retried["archived"] == [f"{FOLDER}{name}" for name in ("a.csv", "b.csv", "c.csv", "d.csv")]
     assert retried["left_in_input"] == retried["already_gone"] == []
@@ -181,14 +179,14 @@ def test_a_cleared_run_reuses_its_manifest_instead_of_listing_again(gcs, pipelin
     }
     settings = load_settings()
     gcs.upload("input/a.csv", "first\n")
-    first = gcs_files.list_and_write_manifest(settings, context)
-    gcs_files.archive_loaded_files(settings, first, _loaded(first), context)
+    first = manifests.list_and_write_manifest(settings, context)
+    archive.archive_loaded_files(settings, first, _loaded(first), context)
 
     # Run again under its id with input/ empty, the sensor does not wait (defer) for new files...
-    waited = gcs_files.NewFilesSensor(task_id="wait_for_new_files", settings=settings).execute(context)
+    waited = sensing.NewFilesSensor(task_id="wait_for_new_files", settings=settings).execute(context)
     gcs.upload("input/new.csv", "arrived after the run\n")
     # ...and the listing loads the run's own batch, not what is in input/ now.
-    again = gcs_files.list_and_write_manifest(settings, context)
+    again = manifests.list_and_write_manifest(settings, context)
 
     batch = "scheduled__2026-11-26T10:00:00+00:00"
     assert again == first

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from order_tracking_load import gcs_files
+from order_tracking_load import layout
 from order_tracking_load.run_spec import idempotency_token
 from tests.conftest import SEED_FILES
 from tests.dags.conftest import DAG_ID, run_dag, upload_seed
@@ -48,7 +48,7 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
     outcome = run_dag()
 
     assert outcome.state == "success", outcome.tasks
-    batch = gcs_files.batch_key(outcome.run_id)
+    batch = layout.batch_key(outcome.run_id)
     stage, merge = databricks.submitted("stage_orders"), databricks.submitted("merge_orders")
     assert len(stage) == len(merge) == 1
     stage_task, merge_task = stage[0]["tasks"][0], merge[0]["tasks"][0]
@@ -332,7 +332,7 @@ def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
     (report,) = databricks.submitted("batch_report")
     assert report["tasks"][0]["python_wheel_task"]["named_parameters"] == {
         "job": "stage_orders",
-        "batch-id": gcs_files.batch_key(outcome.run_id),
+        "batch-id": layout.batch_key(outcome.run_id),
         "audit-table": f"{schema}.orders_load_audit",
     }
     assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "batch_report", "merge_orders"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 
-from order_tracking_load import gcs_files
+from order_tracking_load import archive, layout
 from tests.conftest import SEED_FILES, seed_rows
 from tests.dags.conftest import run_dag, upload_seed
 from tests.spark_jobs.helpers import HEADER, read
@@ -42,7 +42,7 @@ def test_a_failed_merge_then_a_failed_archive_load_each_file_exactly_once(
         raise AirflowException("injected: GCS refused the copy")
 
     with monkeypatch.context() as patch:
-        patch.setattr(gcs_files, "_move", move_breaks)
+        patch.setattr(archive, "_move", move_breaks)
         failed_archive = run_dag()
     assert failed_archive.tasks["merge_orders"] == "success"
     assert failed_archive.tasks["archive_loaded_files"] == "failed"
@@ -63,9 +63,9 @@ def test_a_failed_merge_then_a_failed_archive_load_each_file_exactly_once(
     assert gcs.names("input/") == []
     assert len(gcs.names("archive/")) == len(SEED_FILES)
     audit = {r["batch_id"]: r for r in read(spark, str(pipeline_env / "orders_load_audit")).collect()}
-    assert audit[gcs_files.batch_key(failed_merge.run_id)]["status"] == "staged"
-    assert audit[gcs_files.batch_key(clean.run_id)]["rows_inserted"] == 0
-    assert audit[gcs_files.batch_key(clean.run_id)]["rows_unchanged"] == 23
+    assert audit[layout.batch_key(failed_merge.run_id)]["status"] == "staged"
+    assert audit[layout.batch_key(clean.run_id)]["rows_inserted"] == 0
+    assert audit[layout.batch_key(clean.run_id)]["rows_unchanged"] == 23
 
 
 def test_a_redelivered_file_duplicates_nothing_and_the_audit_records_it(spark, airflow_db, gcs, pipeline_env):
@@ -85,7 +85,7 @@ def test_a_redelivered_file_duplicates_nothing_and_the_audit_records_it(spark, a
     assert sorted(read(spark, str(pipeline_env / "orders")).collect()) == target_before
     assert read(spark, str(pipeline_env / "orders_history")).count() == history_before
     audit = {r["batch_id"]: r for r in read(spark, str(pipeline_env / "orders_load_audit")).collect()}
-    first_batch, record = gcs_files.batch_key(first.run_id), audit[gcs_files.batch_key(second.run_id)]
+    first_batch, record = layout.batch_key(first.run_id), audit[layout.batch_key(second.run_id)]
     assert (record["files_redelivered"], record["rows_inserted"], record["rows_updated"]) == (2, 0, 0)
     assert {f["uri"]: f["redelivery_of"] for f in record["files"]} == {
         f"gs://order-tracking/{copy_name}": (
@@ -124,7 +124,7 @@ def test_over_the_reject_limit_the_run_fails_at_once_names_the_files_keeps_the_r
     )
     assert gcs.names("input/") == sorted(["input/bad.csv", "input/no_status.csv", f"input/{SEED_FILES[0].name}"])
     assert gcs.names("archive/") == gcs.names("rejected/") == []
-    batch = gcs_files.batch_key(failed.run_id)
+    batch = layout.batch_key(failed.run_id)
     rejects = read(spark, str(pipeline_env / "orders_rejects")).where(f"batch_id = '{batch}'")
     assert rejects.count() == 12
     audit = read(spark, str(pipeline_env / "orders_load_audit")).where(f"batch_id = '{batch}'").collect()
@@ -138,7 +138,7 @@ def test_over_the_reject_limit_the_run_fails_at_once_names_the_files_keeps_the_r
     assert {r["tracking_num"] for r in read(spark, str(pipeline_env / "orders")).collect()} == seed_keys
     assert gcs.names("input/") == []
     assert len(gcs.names("archive/")) == 2
-    assert gcs.names("rejected/") == [f"rejected/2026-11-26/{gcs_files.batch_key(accepted.run_id)}/no_status.csv"]
+    assert gcs.names("rejected/") == [f"rejected/2026-11-26/{layout.batch_key(accepted.run_id)}/no_status.csv"]
 
 
 def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db, gcs, pipeline_env, monkeypatch):
@@ -155,17 +155,17 @@ def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db,
         raise RuntimeError("injected: run A stalls before archiving")
 
     with monkeypatch.context() as patch:
-        patch.setattr(gcs_files, "archive_loaded_files", stall)
+        patch.setattr(archive, "archive_loaded_files", stall)
         run_a = run_dag()
     assert run_a.tasks["merge_orders"] == "success"
     run_b = run_dag()  # lists the same files, since they are still in input
     assert run_b.state == "success", run_b.tasks
 
     settings, listing_a, stage_a, context_a = stalled[0]
-    late = gcs_files.archive_loaded_files(settings, listing_a, stage_a, context_a)
+    late = archive.archive_loaded_files(settings, listing_a, stage_a, context_a)
 
     assert late == {"archived": [], "rejected": [], "left_in_input": [], "already_gone": SEED_INPUT}
-    batch_a, batch_b = gcs_files.batch_key(run_a.run_id), gcs_files.batch_key(run_b.run_id)
+    batch_a, batch_b = layout.batch_key(run_a.run_id), layout.batch_key(run_b.run_id)
     assert gcs.names("archive/") == [f"archive/2026-11-26/00/{batch_b}/{path.name}" for path in SEED_FILES]
     assert gcs.names("input/") == []
     target = read(spark, str(pipeline_env / "orders"))

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 
-from order_tracking_load.gcs_files import archive_folder, batch_date, batch_key, run_source
+from order_tracking_load.layout import BucketLayout, batch_key
+from order_tracking_load.runs import batch_date, load_time, run_source
 from order_tracking_load.settings import load_settings
 from spark_jobs.tables import check_batch_id
 
@@ -37,9 +38,21 @@ ARCHIVED = [
     "archive/2026-11-19/23/scheduled__2026-11-19T23:00:00+00:00/a.csv",
     "archive/2026-11-20/00/scheduled__2026-11-20T00:00:00+00:00/b.csv",
     "archive/2026-11-20/13/manual__2026-11-20T13:12:00+00:00/c.csv",
-    "archive/2026-11-20/old_layout_batch/d.csv",  # written before the hour folder existed: hour 00
     "archive/2026-11-21/00/scheduled__2026-11-21T00:00:00+00:00/e.csv",
 ]
+
+
+LAYOUT = BucketLayout.of(load_settings())
+
+
+def test_the_layout_reads_back_the_hour_it_archives_under_and_nothing_outside_it():
+    moment = datetime(2026, 11, 20, 15, 42, tzinfo=UTC)
+    assert LAYOUT.archive_hour(LAYOUT.archived(moment, "run", "a/b.csv")) == datetime(2026, 11, 20, 15, tzinfo=UTC)
+    outside = ("archive/2026-11-20/some_batch/d.csv", "archive/2026-11-20/24/r/d.csv", "input/2026-11-20/15/r/d.csv")
+    assert [LAYOUT.archive_hour(name) for name in outside] == [None, None, None]
+    assert LAYOUT.rejected("2026-11-20", "run", "a.csv") == "rejected/2026-11-20/run/a.csv"
+    run_id = "scheduled__2026-11-20T15:00:00+00:00"
+    assert LAYOUT.manifest(run_id) == f"manifests/{run_id}.json"
 
 
 def _day(day: int, hour: int = 0) -> datetime:
@@ -54,14 +67,14 @@ def _day(day: int, hour: int = 0) -> datetime:
         # Hourly runs split the date between them: each file falls in exactly one run, the one of its label.
         ((_day(20, 12), _day(20, 13)), ("2026-11-20",), ["c.csv"]),
         ((_day(20, 13), _day(20, 14)), ("2026-11-20",), []),
-        ((_day(19, 22), _day(20, 0)), ("2026-11-19", "2026-11-20"), ["a.csv", "b.csv", "d.csv"]),
+        ((_day(19, 22), _day(20, 0)), ("2026-11-19", "2026-11-20"), ["a.csv", "b.csv"]),
     ],
 )
 def test_a_backfill_run_replays_the_archive_hours_its_data_interval_ends_in(interval, dates, held):
     source = run_source(context(DagRunType.BACKFILL, interval[0], interval=interval), load_settings())
 
     assert (source.replay, source.prefix, source.dates) == (True, "archive/", dates)
-    assert [name.rsplit("/", 1)[1] for name in ARCHIVED if source.holds(name)] == held
+    assert [name.rsplit("/", 1)[1] for name in ARCHIVED if source.holds(name, LAYOUT)] == held
 
 
 def test_a_backfill_run_replays_what_the_scheduled_run_of_its_label_archived():
@@ -70,11 +83,11 @@ def test_a_backfill_run_replays_what_the_scheduled_run_of_its_label_archived():
     scheduled["dag_run"].run_after = _day(20, 15)  # scheduled__2026-11-20T15:00:00+00:00
     backfill = context(DagRunType.BACKFILL, _day(20, 14), interval=(_day(20, 14), _day(20, 15)))
 
-    folder = archive_folder(settings, scheduled)
+    archived = LAYOUT.archived(load_time(scheduled), "scheduled__2026-11-20T15:00:00+00:00", "a.csv")
     source = run_source(backfill, settings)
 
-    assert folder == "archive/2026-11-20/15/"
-    assert source.holds(f"{folder}scheduled__2026-11-20T15:00:00+00:00/a.csv")
+    assert archived == "archive/2026-11-20/15/scheduled__2026-11-20T15:00:00+00:00/a.csv"
+    assert source.holds(archived, LAYOUT)
     assert source.describe("b") == "gs://b/archive/2026-11-20/15/"
 
 
@@ -85,7 +98,7 @@ def test_a_daily_backfill_over_a_range_replays_each_archived_file_once():
         for d in (18, 19, 20, 21)
     ]
 
-    assert sorted(name for source in runs for name in ARCHIVED if source.holds(name)) == sorted(ARCHIVED)
+    assert sorted(name for source in runs for name in ARCHIVED if source.holds(name, LAYOUT)) == sorted(ARCHIVED)
 
 
 def test_scheduled_and_manual_runs_load_input_and_replay_dates_load_their_whole_date():
@@ -95,14 +108,13 @@ def test_scheduled_and_manual_runs_load_input_and_replay_dates_load_their_whole_
         assert (source.replay, source.prefix) == (False, "input/")
     replay = run_source(context(DagRunType.MANUAL, None, replay_date="2026-11-20"), settings)
     assert (replay.replay, replay.dates, replay.hours) == (True, ("2026-11-20",), None)
-    assert [name for name in ARCHIVED if replay.holds(name)] == ARCHIVED  # listing already scoped the date
+    assert [name for name in ARCHIVED if replay.holds(name, LAYOUT)] == ARCHIVED  # listing already scoped the date
 
 
 def test_a_run_archives_under_the_date_and_hour_of_its_run_after_which_its_run_id_carries():
-    settings = load_settings()
     # The context's run-after is 2026-11-27 09:30, whatever the logical date (the start of the interval).
-    assert archive_folder(settings, context(DagRunType.SCHEDULED, _day(26, 10))) == "archive/2026-11-27/09/"
-    assert archive_folder(settings, context(DagRunType.MANUAL, None)) == "archive/2026-11-27/09/"
+    for run in (context(DagRunType.SCHEDULED, _day(26, 10)), context(DagRunType.MANUAL, None)):
+        assert LAYOUT.archived(load_time(run), "b", "x/a.csv") == "archive/2026-11-27/09/b/x/a.csv"
     assert batch_date(context(DagRunType.MANUAL, None)) == "2026-11-27"
 
 

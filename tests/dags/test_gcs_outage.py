@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from order_tracking_load import gcs_files
+from order_tracking_load import layout, sensing, storage
 from tests.conftest import SEED_FILES
 from tests.dags.conftest import BUCKET, run_dag, upload_seed
 
@@ -53,7 +53,7 @@ def test_gcs_down_while_listing_leaves_no_manifest_and_every_file_in_input(
     spark, airflow_db, gcs, outage_settings, dead_endpoint, monkeypatch, capfd
 ):
     upload_seed(gcs)
-    real_bucket, calls = gcs_files._bucket, []
+    real_bucket, calls = storage.bucket, []
 
     def bucket_down_after_sensing(settings):
         calls.append(settings.bucket)
@@ -63,14 +63,14 @@ def test_gcs_down_while_listing_leaves_no_manifest_and_every_file_in_input(
             outage.setenv("STORAGE_EMULATOR_HOST", dead_endpoint)
             return real_bucket(settings)
 
-    monkeypatch.setattr(gcs_files, "_bucket", bucket_down_after_sensing)
+    monkeypatch.setattr(storage, "bucket", bucket_down_after_sensing)
     outcome = run_dag()
 
     assert outcome.tasks["wait_for_new_files"] == "success"
     assert outcome.tasks["list_new_files"] == "failed"
     assert {outcome.tasks[t] for t in ("stage_orders", "merge_orders", "archive_loaded_files")} == {"upstream_failed"}
     # The listing task's first call reads the run's manifest of an earlier try, if any.
-    manifest = f"gs://{BUCKET}/manifests/{gcs_files.batch_key(outcome.run_id)}.json"
+    manifest = f"gs://{BUCKET}/manifests/{layout.batch_key(outcome.run_id)}.json"
     assert _task_output(capfd).count(f"could not read {manifest} after retrying for 2 s") == 2
     assert gcs.names("manifests/") == []
     assert gcs.names("input/") == SEED_INPUT
@@ -83,7 +83,7 @@ def test_the_deferred_trigger_reports_an_outage_as_an_error_event(dead_endpoint,
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
         '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true, "project": "test"}}',
     )
-    trigger = gcs_files.NewFilesTrigger(
+    trigger = sensing.NewFilesTrigger(
         bucket=BUCKET,
         prefix="input/",
         poke_interval=1,
@@ -136,7 +136,7 @@ def test_each_gcs_call_backs_off_exponentially_for_the_configured_time_then_fail
     try:
         began = time.monotonic()
         with pytest.raises(AirflowException, match=r"could not list gs://order-tracking/input/ after retrying for 6 s"):
-            gcs_files.list_objects(load_settings(), "input/")
+            storage.list_objects(load_settings(), "input/")
         elapsed = time.monotonic() - began
     finally:
         server.shutdown()

@@ -7,7 +7,7 @@ import json
 import pytest
 from chispa import assert_df_equality
 
-from order_tracking_load import gcs_files
+from order_tracking_load import layout, manifests
 from tests.conftest import seed_rows
 from tests.dags.conftest import run_dag, upload_seed
 from tests.spark_jobs.helpers import BUSINESS, read
@@ -22,21 +22,21 @@ LATE_FILE = (
 def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_db, gcs, pipeline_env, monkeypatch):
     upload_seed(gcs)
     gcs.upload("input/readme.txt", "not a CSV")
-    listed = gcs_files.list_and_write_manifest
+    listed = manifests.list_and_write_manifest
 
     def list_then_receive_a_late_file(settings, context):
         listing = listed(settings, context)
         gcs.upload("input/late.csv", LATE_FILE)  # arrives while this run is in progress
         return listing
 
-    monkeypatch.setattr(gcs_files, "list_and_write_manifest", list_then_receive_a_late_file)
+    monkeypatch.setattr(manifests, "list_and_write_manifest", list_then_receive_a_late_file)
     first = run_dag()
-    monkeypatch.setattr(gcs_files, "list_and_write_manifest", listed)
+    monkeypatch.setattr(manifests, "list_and_write_manifest", listed)
 
     assert first.state == "success", first.tasks
     target = read(spark, str(pipeline_env / "orders"))
     assert_df_equality(target.select(*BUSINESS), expected_target(spark), ignore_row_order=True, ignore_nullable=True)
-    batch = gcs_files.batch_key(first.run_id)
+    batch = layout.batch_key(first.run_id)
     assert gcs.names("archive/") == [
         f"archive/2026-11-26/00/{batch}/{path}" for path in sorted(p.name for p in _seed())
     ]
@@ -52,7 +52,7 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
     trk1000 = read(spark, str(pipeline_env / "orders")).where("tracking_num = 'TRK1000'").first()
     assert (trk1000["status"], str(trk1000["last_update_timestamp"])) == ("Delivered", "2023-01-06 08:00:00")
     assert gcs.names("input/") == ["input/readme.txt"]
-    assert f"archive/2026-11-26/00/{gcs_files.batch_key(second.run_id)}/late.csv" in gcs.names("archive/")
+    assert f"archive/2026-11-26/00/{layout.batch_key(second.run_id)}/late.csv" in gcs.names("archive/")
 
     version = _target_version(spark, pipeline_env)
     only_other_files = run_dag()  # readme.txt wakes the sensor, but there is no CSV to load
@@ -76,7 +76,7 @@ def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_d
     first = run_dag()
     assert first.state == "success", first.tasks
     # The file without a status column was rejected whole: it moves to rejected/, with the reason logged.
-    batch = gcs_files.batch_key(first.run_id)
+    batch = layout.batch_key(first.run_id)
     assert gcs.names("rejected/") == [f"rejected/2026-11-26/{batch}/no_status.csv"]
     assert "no_status.csv was rejected whole (missing required columns: status)" in caplog.text
     assert gcs.names("input/") == []
@@ -94,7 +94,7 @@ def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_d
     )
     assert gcs.names("archive/") == archive_before  # replayed in place, nothing moved
     audit = read(spark, str(pipeline_env / "orders_load_audit")).where(
-        f"batch_id = '{gcs_files.batch_key(replay.run_id)}'"
+        f"batch_id = '{layout.batch_key(replay.run_id)}'"
     )
     assert [(r["rows_read"], r["rows_inserted"], r["rows_updated"], r["rows_unchanged"]) for r in audit.collect()] == [
         (94, 0, 0, 23)
@@ -104,7 +104,7 @@ def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_d
         (
             first.run_id,
             {
-                "batch_id": gcs_files.batch_key(first.run_id),
+                "batch_id": layout.batch_key(first.run_id),
                 "rows_read": 95,
                 "rows_rejected": 1,
                 "files_rejected": 1,

@@ -1,0 +1,102 @@
+"""Archiving a run's files: exactly the manifest's objects, at the generation listed, never over another."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException
+from airflow.sdk import Context
+from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.api_core.retry import Retry
+
+from order_tracking_load import storage
+from order_tracking_load.settings import LoadSettings
+from spark_jobs.contracts import FileStatus, JobMetrics, Manifest
+
+LOG = logging.getLogger(__name__)
+
+
+def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
+    """Move exactly the manifest's objects: loaded ones to their ``archive_uri``, files rejected whole to
+    their ``rejected_uri``.
+
+    A listed object that is no longer in input was moved by an earlier try of this task, or by another
+    run that loaded the same files (its rows are in the target either way); it is reported, not moved.
+    """
+    manifest = Manifest.from_dict(listing, "the listing")
+    if manifest.replay:
+        LOG.info("replay of archived files: nothing to move")
+        return {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
+    outcome_by_uri = {item.uri: item for item in JobMetrics.from_dict(stage_result).files}
+    bucket = storage.bucket(settings)
+    retry = storage.gcs_retry(settings)
+    in_bucket = f"gs://{settings.bucket}/"
+    moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
+    for item in manifest.files:
+        outcome = outcome_by_uri.get(item.uri)
+        if outcome is None:
+            raise AirflowException(f"stage reported nothing about {item.uri}; not archiving it")
+        if outcome.status == FileStatus.REJECTED:
+            destination = item.rejected_uri.removeprefix(in_bucket)
+            LOG.warning("%s was rejected whole (%s): moving it to %s", item.uri, outcome.reason, destination)
+            kind = "rejected"
+        else:
+            destination = item.archive_uri.removeprefix(in_bucket)
+            kind = "archived"
+        with storage.gcs_errors(f"move gs://{settings.bucket}/{item.name} to {destination}", settings):
+            result = _move(bucket, item.name, int(item.generation), destination, retry)
+        where = {"moved": kind, "changed": "left_in_input", "occupied": "left_in_input", "gone": "already_gone"}
+        moved[where[result]].append(destination if result == "moved" else item.name)
+    LOG.info(
+        "archived %d, rejected %d, left in input %d (changed since listing), already gone %d",
+        len(moved["archived"]),
+        len(moved["rejected"]),
+        len(moved["left_in_input"]),
+        len(moved["already_gone"]),
+    )
+    return moved
+
+
+def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retry) -> str:
+    """Move one object version: "moved" (now or by an earlier try), "changed" (replaced since listing: it
+    stays for the next run), "occupied" (the destination holds another object, which is never
+    overwritten: it stays in input) or "gone" (no longer in input).
+    """
+    current = bucket.get_blob(name, retry=retry)
+    if current is None:
+        if bucket.get_blob(destination, retry=retry) is not None:
+            return "moved"  # by an earlier try of this task
+        LOG.warning(
+            "gs://%s/%s is no longer in input: another run that loaded it moved it, or someone deleted it",
+            bucket.name,
+            name,
+        )
+        return "gone"
+    if current.generation != generation:
+        LOG.warning("gs://%s/%s changed after it was listed; left for the next run", bucket.name, name)
+        return "changed"
+    occupant = bucket.get_blob(destination, retry=retry)
+    if occupant is None:
+        try:  # never over an archived object: the copy is refused if the destination appeared meanwhile
+            bucket.copy_blob(
+                current, bucket, destination, source_generation=generation, if_generation_match=0, retry=retry
+            )
+        except PreconditionFailed:
+            occupant = bucket.get_blob(destination, retry=retry)
+    if occupant is not None and (occupant.crc32c, occupant.size) != (current.crc32c, current.size):
+        LOG.warning(
+            "gs://%s/%s already holds another object; it is never overwritten, and gs://%s/%s stays in input",
+            bucket.name,
+            destination,
+            bucket.name,
+            name,
+        )
+        return "occupied"
+    try:
+        bucket.delete_blob(name, if_generation_match=generation, retry=retry)
+    except PreconditionFailed:
+        LOG.warning("gs://%s/%s was replaced while archiving; the new version stays", bucket.name, name)
+    except NotFound:
+        pass
+    return "moved"
