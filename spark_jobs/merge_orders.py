@@ -84,20 +84,22 @@ def read_staged(spark: SparkSession, staging_table: str, batch_id: str) -> tuple
     return batch, profile_batch(batch)
 
 
-# A merge whose MERGE committed but whose figures did not reconcile: the batch is not finished.
+@dataclass(frozen=True)
+class MergeInput:
+    """What the merge reads before it writes: the stage's audit record, the staged batch and its profile,
+    the marker its MERGE carries, and what earlier tries of this staging's merge committed."""
+
+    stage_record: dict
+    batch: DataFrame
+    profile: BatchProfile
+    marker: str
+    earlier: dict[str, int]
 
 
-def merge_orders(
-    spark: SparkSession,
-    batch_id: str,
-    staging_table: str,
-    target_table: str,
-    history_table: str,
-    audit_table: str,
-) -> dict:
-    """Merge a staged batch; fail if its rows do not reconcile. Returns metrics."""
-    check_batch_id(batch_id)
-    started_at = utc_now()
+def read_merge_input(
+    spark: SparkSession, batch_id: str, staging_table: str, target_table: str, history_table: str, audit_table: str
+) -> MergeInput:
+    """Read the batch and its audit record; refuse a batch that failed staging."""
     # Two reads of different tables, neither needing the other: Spark plans and runs them side by side.
     # The audit record is checked first, so a batch that failed staging is refused with that reason.
     with ThreadPoolExecutor(max_workers=1) as reader:
@@ -111,76 +113,105 @@ def merge_orders(
         unfinished = stage_record.get("status") in (BatchStatus.STAGED, BatchStatus.MERGE_UNRECONCILED)
         earlier = earlier_merge_counts(spark, target_table, history_table, marker) if unfinished else {}
         batch, profile = staged_read.result()
-    if not stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
-        ensure_audit_table(spark, audit_table)
-    staged = profile.staged
-    ensure_current_state_tables(spark, target_table, history_table)
+    return MergeInput(stage_record, batch, profile, marker, earlier)
 
+
+def merge_batch(spark: SparkSession, read: MergeInput, target_table: str, history_table: str) -> tuple[dict, int]:
+    """The MERGE into the target, the history insert and the check against the target version the MERGE
+    wrote; with the rows earlier tries committed. Returns the counts and that version."""
     counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
-    if profile.key_range is not None:
-        key_range = profile.key_range
-        merged = merge_latest(batch, target_table, key_range, marker)
+    key_range = read.profile.key_range
+    if key_range is not None:
+        merged = merge_latest(read.batch, target_table, key_range, read.marker)
         version = merged.pop("version")
         counts.update(merged)
         # The history insert and the check touch different tables and need nothing of each other.
         with ThreadPoolExecutor(max_workers=1) as side:
-            history = side.submit(
-                insert_new_history, history_events(batch), history_table, key_range, profile.bands, marker
-            )
+            events, bands = history_events(read.batch), read.profile.bands
+            history = side.submit(insert_new_history, events, history_table, key_range, bands, read.marker)
             # Against that version, not the latest: a concurrent batch may have moved keys on since.
-            counts.update(compare_with_target(spark, batch, staged, target_table, version, key_range))
+            counts.update(compare_with_target(spark, read.batch, read.profile.staged, target_table, version, key_range))
             counts["history_inserted"] = history.result()
     else:
         version = table_version(spark, target_table)
-    for name, committed in earlier.items():
+    for name, committed in read.earlier.items():
         if committed:
-            LOG.info(
-                "an earlier try of batch %s committed %d %s rows; counted as this merge's", batch_id, committed, name
-            )
+            LOG.info("an earlier try of this batch committed %d %s rows; counted as this merge's", committed, name)
         counts[name] += committed
+    return counts, version
 
-    unchanged = counts["same"] - counts["inserted"] - counts["updated"]
-    metrics = {
+
+def merge_metrics(batch_id: str, read: MergeInput, counts: dict, version: int) -> dict:
+    """The batch's figures: the stage's, from its audit record, and the merge's."""
+    stage_record = read.stage_record
+    return {
         "batch_id": batch_id,
         "files": stage_record.get("files"),
         "rows_read": stage_record.get("rows_read"),
         "rows_rejected": stage_record.get("rows_rejected"),
         "files_rejected": stage_record.get("files_rejected"),
         "files_redelivered": stage_record.get("files_redelivered"),
-        "rows_collapsed": profile.collapsed,
-        "rows_staged": staged,
+        "rows_collapsed": read.profile.collapsed,
+        "rows_staged": read.profile.staged,
         "rows_inserted": counts["inserted"],
         "rows_updated": counts["updated"],
         "rows_skipped_stale": counts["older"],
-        "rows_unchanged": unchanged,
+        "rows_unchanged": counts["same"] - counts["inserted"] - counts["updated"],
         "history_rows_inserted": counts["history_inserted"],
         "target_version": version,
     }
-    accounted = counts["inserted"] + counts["updated"] + counts["older"] + unchanged
-    record = {**stage_record, **metrics, "merge_started_at": started_at, "merge_finished_at": utc_now()}
-    if counts["missing"] or unchanged < 0 or staged != accounted:
-        # The MERGE has committed: the alarm goes into the audit record before the job fails, and a retry
-        # (which finds this staging's commits by its marker) checks again, keeping the alarm.
+
+
+def record_merge(spark: SparkSession, record: dict, missing: int, target_table: str, audit_table: str) -> None:
+    """Write the batch's audit record: ``merged``, or ``merge_unreconciled`` and fail (a retry checks again).
+
+    The MERGE has committed: the alarm goes into the audit record before the job fails, and a retry (which
+    finds this staging's commits by its marker) checks again, keeping the alarm.
+    """
+    staged, inserted, updated = record["rows_staged"], record["rows_inserted"], record["rows_updated"]
+    older, unchanged, version = record["rows_skipped_stale"], record["rows_unchanged"], record["target_version"]
+    if missing or unchanged < 0 or staged != inserted + updated + older + unchanged:
         error = (
-            f"batch {batch_id} does not reconcile: staged {staged} != inserted {counts['inserted']} + updated "
-            f"{counts['updated']} + skipped_stale {counts['older']} + unchanged {unchanged}; "
-            f"{counts['missing']} staged keys are missing from or older in {target_table} version {version}"
+            f"batch {record['batch_id']} does not reconcile: staged {staged} != inserted {inserted} + updated "
+            f"{updated} + skipped_stale {older} + unchanged {unchanged}; "
+            f"{missing} staged keys are missing from or older in {target_table} version {version}"
         )
         upsert_audit(spark, {**record, "status": BatchStatus.MERGE_UNRECONCILED, "error": error}, audit_table)
         committed = f"The MERGE committed; the audit record says {BatchStatus.MERGE_UNRECONCILED}"
         raise RetryableLoadError(f"{error}. {committed}.")
-    earlier_alarm = stage_record.get("error") if stage_record.get("status") == BatchStatus.MERGE_UNRECONCILED else None
+    earlier_alarm = record.get("error") if record.get("status") == BatchStatus.MERGE_UNRECONCILED else None
     alarm = f"reconciled on a later try; an earlier try said: {earlier_alarm}" if earlier_alarm else None
     upsert_audit(spark, {**record, "status": BatchStatus.MERGED, "error": alarm}, audit_table)
+
+
+def merge_orders(
+    spark: SparkSession,
+    batch_id: str,
+    staging_table: str,
+    target_table: str,
+    history_table: str,
+    audit_table: str,
+) -> dict:
+    """Merge a staged batch; fail if its rows do not reconcile. Returns metrics."""
+    check_batch_id(batch_id)
+    started_at = utc_now()
+    read = read_merge_input(spark, batch_id, staging_table, target_table, history_table, audit_table)
+    if not read.stage_record:  # staged by code that wrote no audit record: make the table for the merge's record
+        ensure_audit_table(spark, audit_table)
+    ensure_current_state_tables(spark, target_table, history_table)
+    counts, version = merge_batch(spark, read, target_table, history_table)
+    metrics = merge_metrics(batch_id, read, counts, version)
+    record = {**read.stage_record, **metrics, "merge_started_at": started_at, "merge_finished_at": utc_now()}
+    record_merge(spark, record, counts["missing"], target_table, audit_table)
     LOG.info(
         "merged batch %s into %s version %d: %d inserted, %d updated, %d skipped as stale, %d unchanged",
         batch_id,
         target_table,
         version,
-        counts["inserted"],
-        counts["updated"],
-        counts["older"],
-        unchanged,
+        metrics["rows_inserted"],
+        metrics["rows_updated"],
+        metrics["rows_skipped_stale"],
+        metrics["rows_unchanged"],
     )
     return metrics
 
