@@ -15,6 +15,7 @@ from spark_jobs.contracts import ROW_COUNTS
 from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
 from spark_jobs.tables import (
     TableNotCreated,
+    add_missing_columns,
     is_path,
     last_commit,
     merge_into,
@@ -299,7 +300,7 @@ def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
 
 
 def ensure_audit_table(spark: SparkSession, audit: str) -> None:
-    """Create the audit table, or add the columns an older version of this code did not write.
+    """Create the audit table, or add the columns it lacks.
 
     It is partitioned by batch, like the staging and rejects tables: each batch's record is replaced in
     its own partition, so the records of batches running at once never conflict (unpartitioned, ten at
@@ -308,17 +309,7 @@ def ensure_audit_table(spark: SparkSession, audit: str) -> None:
     retry_on_conflict(
         lambda: create_table_if_absent(spark, audit, AUDIT_SCHEMA, partition_by="batch_id"), f"creating {audit}"
     )
-    current = read_table(spark, audit).schema
-    missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_SCHEMA.fields if f.name not in current.names]
-    file_fields = current["files"].dataType.elementType.names
-    missing += [
-        f"files.element.`{f.name}` {f.dataType.simpleString()}" for f in AUDIT_FILE.fields if f.name not in file_fields
-    ]
-    if missing:
-        retry_on_conflict(
-            lambda: spark.sql(f"ALTER TABLE {table_sql(audit)} ADD COLUMNS ({', '.join(missing)})"),
-            f"adding columns to {audit}",
-        )
+    add_missing_columns(spark, audit, AUDIT_SCHEMA)
 
 
 def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
@@ -332,9 +323,11 @@ def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
 
 
 def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:
-    """Create the target and history tables, clustered by key, unless they exist."""
+    """Create the target and history tables, clustered by key, unless they exist; add the columns an
+    existing one lacks (a nullable column added to the contract)."""
     for identifier in (target, history):
         retry_on_conflict(
             lambda identifier=identifier: create_table_if_absent(spark, identifier, TARGET_SCHEMA, cluster_by=KEY),
             f"creating {identifier}",
         )
+        add_missing_columns(spark, identifier, TARGET_SCHEMA)

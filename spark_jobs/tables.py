@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from delta import exceptions as delta_errors
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql.types import StructType
 
 from spark_jobs.session import conf_get, spark_conf
 
@@ -137,6 +138,22 @@ def error_condition(error: Exception) -> str | None:
         if callable(getattr(error, reader, None)):
             return getattr(error, reader)()
     return None
+
+
+def add_missing_columns(spark: SparkSession, identifier: str, schema: StructType) -> list[str]:
+    """Evolve a table to ``schema``: add each top-level column it lacks (nullable, appended last) in one
+    ``ALTER TABLE``; return their names. Retried on a concurrent change, the columns looked up again."""
+
+    def add() -> list[str]:
+        present = set(read_table(spark, identifier).schema.names)
+        missing = [field for field in schema.fields if field.name not in present]
+        if missing:
+            columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
+            spark.sql(f"ALTER TABLE {table_sql(identifier)} ADD COLUMNS ({columns})")
+            LOG.info("%s: added the columns %s", identifier, ", ".join(field.name for field in missing))
+        return [field.name for field in missing]
+
+    return retry_on_conflict(add, f"adding columns to {identifier}")
 
 
 def replace_batch(

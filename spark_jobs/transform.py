@@ -13,6 +13,7 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_jobs.extract import RAW_TEXT, RECORD_ID
 from spark_jobs.headers import FileHeader
@@ -195,24 +196,25 @@ def _texts(records: DataFrame, header: FileHeader, cells: list[Column]) -> DataF
 
 
 def _typed(texts: DataFrame) -> DataFrame:
-    """The texts, and beside them the typed values: null where empty or where the text does not parse.
+    """The texts, and beside them the typed values (``ORDER_COLUMNS``' types): null where empty or where
+    the text does not parse."""
+    return texts.select("*", *[_parsed(name, dtype).cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
 
-    Casts after an exact shape check: Spark's own fast parsers (no fractions, no sign but on whole
-    numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``).
-    """
-    text = {name: F.col(_TEXT + name) for name in ORDER_COLUMNS}
-    typed = {
-        "order_num": _try_cast(_TEXT + "order_num", "bigint"),
-        "tracking_num": F.when(~_blank(text["tracking_num"]), text["tracking_num"]),
-        "status": F.when(~_blank(text["status"]), text["status"]),
-        "address": F.when(~_blank(text["address"]), text["address"]),
-        EVENT_TIME: F.when(
-            _shape(text[EVENT_TIME]).isin(*_TIMESTAMP_SHAPES), _try_cast(_TEXT + EVENT_TIME, "timestamp")
-        ),
-    }
-    for name in OPTIONAL_DATE_COLUMNS:
-        typed[name] = F.when(_shape(text[name]) == _DATE_SHAPE, _try_cast(_TEXT + name, "date"))
-    return texts.select("*", *[typed[name].cast(dtype).alias(name) for name, dtype in ORDER_COLUMNS.items()])
+
+def _parsed(name: str, dtype: T.DataType) -> Column:
+    """One column's value parsed from its text, by its type: text as is (null when empty), whole numbers,
+    and dates and timestamps after an exact shape check, through Spark's own fast parsers (no fractions,
+    no sign but on whole numbers), in the session's zone, which the jobs pin to UTC (``session.get_spark``)."""
+    text = F.col(_TEXT + name)
+    if isinstance(dtype, T.StringType):
+        return F.when(~_blank(text), text)
+    if isinstance(dtype, T.LongType):
+        return _try_cast(_TEXT + name, "bigint")
+    if isinstance(dtype, T.TimestampType):
+        return F.when(_shape(text).isin(*_TIMESTAMP_SHAPES), _try_cast(_TEXT + name, "timestamp"))
+    if isinstance(dtype, T.DateType):
+        return F.when(_shape(text) == _DATE_SHAPE, _try_cast(_TEXT + name, "date"))
+    raise TypeError(f"no parser for column {name} of type {dtype.simpleString()}")
 
 
 def _reject_reasons(fields: Fields, rules: tuple[Rule, ...], width: int) -> Column:
