@@ -121,7 +121,7 @@ class FileResult:
 
     uri: str
     size: int | None
-    generation: str | None
+    generation: int | None
     rows: int
     rows_rejected: int
     status: FileStatus

@@ -75,7 +75,7 @@ class InputFile:
     path: str
     size: int
     header: FileHeader
-    generation: str | None = None
+    generation: int | None = None
     modified: int | None = None
 
     def rejected(self, reason: str) -> InputFile:
@@ -200,8 +200,7 @@ def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
     """A manifest item's size, modification time and header; rejected whole if it cannot be read, or
     no longer has the size it was listed with."""
     listed = ManifestFile(**item)
-    generation = None if listed.generation is None else str(listed.generation)
-    found = InputFile(uri=listed.uri, path=path, size=listed.size or 0, header=EMPTY_FILE, generation=generation)
+    found = InputFile(uri=listed.uri, path=path, size=listed.size or 0, header=EMPTY_FILE, generation=listed.generation)
     problem = unaddressable(path)
     if problem:
         return found.rejected(problem)

@@ -11,8 +11,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.contracts import ROW_COUNTS
-from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA
+from spark_jobs.contracts import ROW_COUNTS, FileResult
+from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA, struct_of
 from spark_jobs.tables import (
     TableNotCreated,
     add_missing_columns,
@@ -36,23 +36,12 @@ TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MERGE_ATTEMPT = "_merge_attempt"  # a MERGE source's column holding the attempt's id, by which its commit is found
 
-AUDIT_FILE = T.StructType(
-    [
-        T.StructField("uri", T.StringType()),
-        T.StructField("size", T.LongType()),
-        T.StructField("generation", T.StringType()),
-        T.StructField("rows", T.LongType()),
-        T.StructField("rows_rejected", T.LongType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("reason", T.StringType()),
-        T.StructField("fingerprint", T.StringType()),  # see spark_jobs.contracts.FileResult
-        T.StructField("redelivery_of", T.StringType()),
-    ]
-)
+# A file's entry in the audit record: ``FileResult``'s fields, in order.
+AUDIT_FILE = struct_of(FileResult)
 AUDIT_SCHEMA = T.StructType(
     [
         T.StructField("batch_id", T.StringType()),
-        T.StructField("status", T.StringType()),  # staged, stage_failed, merged
+        T.StructField("status", T.StringType()),  # a BatchStatus
         T.StructField("error", T.StringType()),
         T.StructField("files", T.ArrayType(AUDIT_FILE)),
         *[T.StructField(name, T.LongType()) for name in ROW_COUNTS],

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from typing import Any
+
 from pyspark.sql import types as T
 
 KEY = "tracking_num"
@@ -85,3 +89,18 @@ MAX_COLUMNS = 512
 # field or a wider record is rejected whole, rather than exhausting the reader's memory.
 MAX_FIELD_CHARS = 16 * 1024 * 1024
 MAX_RECORD_FIELDS = 20_480
+
+
+def struct_of(record: type) -> T.StructType:
+    """A Spark struct of a dataclass's fields, in order, from their annotations: ``str`` (and ``StrEnum``s)
+    as string, ``int`` as bigint, ``bool`` as boolean; every field nullable."""
+
+    def spark_type(name: str, hint: Any) -> T.DataType:
+        base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+        for python, spark in ((bool, T.BooleanType()), (int, T.LongType()), (str, T.StringType())):
+            if isinstance(base, type) and issubclass(base, python):
+                return spark
+        raise TypeError(f"{record.__name__}.{name}: no Spark type for {hint}")
+
+    hints = typing.get_type_hints(record)
+    return T.StructType([T.StructField(f.name, spark_type(f.name, hints[f.name])) for f in dataclasses.fields(record)])

@@ -113,8 +113,8 @@ def _unparsed(name: str) -> Callable[[Fields], Column]:
 
 def _before_range(name: str) -> Callable[[Fields], Column]:
     first = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
-    earliest = F.lit(first if name == EVENT_TIME else first.date())
-    return lambda f: F.coalesce(f.value[name] < earliest, F.lit(False))  # compared as a value: cheap
+    earliest = first if name == EVENT_TIME else first.date()
+    return lambda f: F.coalesce(f.value[name] < F.lit(earliest), F.lit(False))  # compared as a value: cheap
 
 
 # Every rule a row must pass, in the order its reasons are listed. A rule added here fires: validity is
