@@ -58,8 +58,13 @@ ROW_COUNTS: tuple[str, ...] = tuple(FIGURES)
 
 
 def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The data's fields of ``record_type``; ValueError naming any key the record does not define (a writer
+    of another version, or a figure added on one side only, must not pass unnoticed)."""
     names = {field.name for field in fields(record_type)}
-    return {key: value for key, value in data.items() if key in names}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{record_type.__name__} has no field {', '.join(unknown)}")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class FileResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
         """Read a file's entry back."""
-        values = {field.name: data.get(field.name) for field in fields(cls)}
+        values = {field.name: None for field in fields(cls)} | _known(cls, data)
         return cls(**{**values, "status": FileStatus(values["status"])})
 
 
@@ -200,7 +205,7 @@ class JobMetrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobMetrics:
-        """Metrics from a job's result (fields it does not define, such as timestamps, are left out)."""
+        """Metrics from a job's result; ValueError on a key the metrics do not define."""
         known = _known(cls, data)
         known["files"] = tuple(FileResult.from_dict(item) for item in data.get("files") or ())
         known["top_reject_reasons"] = tuple(data.get("top_reject_reasons") or ())

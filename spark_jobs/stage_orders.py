@@ -348,7 +348,8 @@ def stage_orders(
     if error:
         raise OrderLoadError(error)
     log_summary(record, outcomes)
-    return {**record, "top_reject_reasons": reasons}
+    times = ("stage_started_at", "stage_finished_at")  # the audit record's, not the job's metrics
+    return {**{key: value for key, value in record.items() if key not in times}, "top_reject_reasons": reasons}
 
 
 def log_summary(record: dict, outcomes: list[FileOutcome]) -> None:

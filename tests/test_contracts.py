@@ -67,7 +67,6 @@ def test_job_metrics_are_the_last_result_line_a_job_printed():
         "rows_read": 5,
         "rows_inserted": 2,
         "rows_updated": 0,
-        "stage_started_at": "2026-11-26 10:00:00",  # not part of the contract: left out
         "files": [{"uri": "gs://b/a.csv", "rows": 5, "rows_rejected": 0, "status": "loaded"}],
     }
     output = "\n".join(["INFO starting", json.dumps({"other": 1}), json.dumps(line), "INFO done", ""])
@@ -93,6 +92,15 @@ def test_job_metrics_are_the_last_result_line_a_job_printed():
     assert JobMetrics.from_output("no metrics here\n") is None
     replay = JobMetrics.from_dict({"result": "succeeded", "rows_inserted": 0, "rows_updated": 0})
     assert not replay.changed_target
+
+
+def test_a_key_the_metrics_do_not_define_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^JobMetrics has no field rows_teleported, stage_started_at$"):
+        JobMetrics.from_dict({"result": "succeeded", "rows_teleported": 1, "stage_started_at": "2026-11-26"})
+    with pytest.raises(ValueError, match=r"^FileResult has no field colour$"):
+        JobMetrics.from_dict({"result": "succeeded", "files": [{"uri": "a", "status": "loaded", "colour": 1}]})
+    with pytest.raises(ValueError, match="'merged_twice' is not a valid BatchStatus"):
+        JobMetrics.from_dict({"result": "succeeded", "status": "merged_twice"})
 
 
 def test_the_audit_table_holds_each_file_result_field_and_each_count():

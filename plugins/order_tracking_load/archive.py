@@ -24,7 +24,8 @@ def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: di
     A listed object that is no longer in input was moved by an earlier try of this task, or by another
     run that loaded the same files (its rows are in the target either way); it is reported, not moved.
     """
-    manifest = Manifest.from_dict(listing, "the listing")
+    listed = {key: value for key, value in listing.items() if key != "manifest_uri"}  # the listing task's own
+    manifest = Manifest.from_dict(listed, "the listing")
     if manifest.replay:
         LOG.info("replay of archived files: nothing to move")
         return {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
