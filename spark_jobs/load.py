@@ -307,7 +307,9 @@ def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
     The table must exist with its current columns (``ensure_audit_table``).
     """
     full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
-    note = json.dumps({"batch_id": record["batch_id"], "status": record.get("status")})
+    # The status as a plain string: PySpark 3.5 pickles the row to the JVM, which cannot rebuild an enum.
+    full["status"] = None if full["status"] is None else str(full["status"])
+    note = json.dumps({"batch_id": record["batch_id"], "status": full["status"]})
     replace_batch(spark.createDataFrame([full], AUDIT_SCHEMA), audit, "batch_id", record["batch_id"], note)
 
 
