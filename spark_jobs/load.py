@@ -16,6 +16,7 @@ from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGE
 from spark_jobs.tables import (
     TableNotCreated,
     add_missing_columns,
+    column_definitions,
     is_path,
     last_commit,
     merge_into,
@@ -155,12 +156,11 @@ def create_table_if_absent(
     Raises ``TableNotCreated`` when a path is left without a Delta table (another creator's first
     commit is under way, or the folder holds other files): ``retry_on_conflict`` tries again.
     """
-    columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema.fields)
     layout = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
     layout += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
     properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
     spark.sql(
-        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({columns}) USING delta{layout} "
+        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({column_definitions(schema.fields)}) USING delta{layout} "
         f"TBLPROPERTIES ({properties})"
     )
     if is_path(identifier) and not table_exists(spark, identifier):

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from delta import exceptions as delta_errors
 from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from spark_jobs.session import conf_get, spark_conf
 
@@ -140,6 +140,11 @@ def error_condition(error: Exception) -> str | None:
     return None
 
 
+def column_definitions(fields: list[StructField]) -> str:
+    """Columns as a CREATE TABLE or ADD COLUMNS clause lists them: each name quoted, with its type."""
+    return ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in fields)
+
+
 def add_missing_columns(spark: SparkSession, identifier: str, schema: StructType) -> list[str]:
     """Evolve a table to ``schema``: add each top-level column it lacks (nullable, appended last) in one
     ``ALTER TABLE``; return their names. Retried on a concurrent change, the columns looked up again."""
@@ -148,8 +153,7 @@ def add_missing_columns(spark: SparkSession, identifier: str, schema: StructType
         present = set(read_table(spark, identifier).schema.names)
         missing = [field for field in schema.fields if field.name not in present]
         if missing:
-            columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
-            spark.sql(f"ALTER TABLE {table_sql(identifier)} ADD COLUMNS ({columns})")
+            spark.sql(f"ALTER TABLE {table_sql(identifier)} ADD COLUMNS ({column_definitions(missing)})")
             LOG.info("%s: added the columns %s", identifier, ", ".join(field.name for field in missing))
         return [field.name for field in missing]
 
