@@ -14,6 +14,7 @@ from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputError, InputFile, norma
 from spark_jobs.headers import file_header
 from spark_jobs.outcomes import file_outcomes
 from spark_jobs.schema import (
+    EVENT_TIME,
     ORDER_COLUMNS,
     RESCUED_DATA,
     ROWS_COLLAPSED,
@@ -238,6 +239,23 @@ def test_parse_orders_applies_one_rule(spark, rule):
 
     expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, reasons, rejected_text)], PARSED)
     assert_df_equality(parsed, expected, ignore_nullable=True)
+
+
+NO_INSTANT = ["2023-01-01 24:00:00", "2023-01-01 23:59:60", "2023-02-29 10:00:00", "2023-01-01T10:60:00"]
+
+
+@pytest.mark.parametrize("text", NO_INSTANT)
+def test_a_well_shaped_timestamp_that_is_no_instant_is_rejected_not_rolled_over(spark, text):
+    """Hour 24, a leap second, 29 February of a common year, minute 60: the shape passes, the value does not
+    exist, and the row is rejected with the timestamp's reason (never moved to the next minute or day)."""
+    records = spark.createDataFrame([(*with_cell(6, text), None, "file:/in/a.csv", 7)], RECORDS)
+
+    [row] = parse_orders(records, SEED_HEADER).collect()
+
+    assert (row[EVENT_TIME], row[REJECT_REASONS]) == (
+        None,
+        ["last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp"],
+    )
 
 
 def test_a_rule_added_to_the_rules_decides_validity_and_gives_its_reason(spark):
