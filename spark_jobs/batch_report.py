@@ -13,11 +13,10 @@ import argparse
 import sys
 
 from spark_jobs.cli import OrderLoadError, parse_job_args, run_job
-from spark_jobs.contracts import ROW_COUNTS, BatchStatus
+from spark_jobs.contracts import ROW_COUNTS, BatchStatus, check_batch_id
 from spark_jobs.load import read_audit
-from spark_jobs.tables import check_batch_id
 
-# The audit statuses that say a job of the batch succeeded: a merged batch was staged first.
+# The audit statuses that say a job of the batch succeeded, the one it leaves first: a merged batch was staged.
 SUCCEEDED_STATUSES = {
     "stage_orders": (BatchStatus.STAGED, BatchStatus.MERGE_UNRECONCILED, BatchStatus.MERGED),
     "merge_orders": (BatchStatus.MERGED,),
@@ -33,12 +32,15 @@ def batch_report(spark, job: str, batch_id: str, audit_table: str) -> dict:
     record = read_audit(spark, audit_table, batch_id)
     if record is None:
         raise OrderLoadError(f"batch {batch_id} has no audit record in {audit_table}")
-    if record.get("status") not in SUCCEEDED_STATUSES[job]:
+    if record.status not in SUCCEEDED_STATUSES[job]:
         raise OrderLoadError(
-            f"batch {batch_id}: the audit record says {record.get('status')!r}, so {job} did not succeed: "
-            f"{record.get('error') or 'no error recorded'}"
+            f"batch {batch_id}: the audit record says {record.row()['status']!r}, so {job} did not succeed: "
+            f"{record.metrics.error or 'no error recorded'}"
         )
-    return {"batch_id": batch_id, **{name: record.get(name) for name in _FIGURES[job]}}
+    data = record.metrics.to_dict()
+    figures = {name: data[name] for name in _FIGURES[job] if name in data}
+    # The status the job itself printed when it succeeded (the record may have moved on since).
+    return {"batch_id": batch_id, "status": SUCCEEDED_STATUSES[job][0].value, **figures}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,13 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
-
-    def job() -> dict:
-        from spark_jobs.session import get_spark
-
-        return batch_report(get_spark("batch_report"), args.job, args.batch_id, args.audit_table)
-
-    return run_job(job)
+    return run_job("batch_report", lambda spark: batch_report(spark, args.job, args.batch_id, args.audit_table))
 
 
 if __name__ == "__main__":

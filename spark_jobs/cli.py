@@ -8,8 +8,13 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from spark_jobs.contracts import JobMetrics, Result
+from spark_jobs.session import get_spark
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 LOG = logging.getLogger("order_tracking")
 
@@ -68,8 +73,9 @@ def configure_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_job(job: Callable[[], dict]) -> int:
-    """Run a job; print its metrics as the last stdout line and return 0; on failure, exit 1.
+def run_job(name: str, job: Callable[[SparkSession], dict]) -> int:
+    """Run a job in the session named ``name``; print its metrics as the last stdout line and return 0; on
+    failure, exit 1.
 
     A failure the job explains prints its error and whether a retry could change it (``retryable``);
     any other exception ends the job with its traceback and no metrics line, which callers retry.
@@ -80,7 +86,7 @@ def run_job(job: Callable[[], dict]) -> int:
     """
     configure_logging()
     try:
-        metrics = job()
+        metrics = job(get_spark(name))
     except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
         LOG.error("%s", error)
         retryable = getattr(error, "retryable", False)

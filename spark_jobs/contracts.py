@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -55,6 +56,16 @@ FIGURES: dict[str, str] = {
     "target_version": "target version",
 }
 ROW_COUNTS: tuple[str, ...] = tuple(FIGURES)
+
+
+_BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
+
+
+def check_batch_id(batch_id: str) -> str:
+    """Return the batch id if it is one the jobs accept (the DAG makes them so), else raise ``ValueError``."""
+    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+        raise ValueError(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=~-")
+    return batch_id
 
 
 def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -188,8 +199,13 @@ class JobMetrics:
         """The row counts the job produced, in order."""
         return {name: getattr(self, name) for name in ROW_COUNTS if getattr(self, name) is not None}
 
+    def summary(self) -> str:
+        """The figures the job produced, each with its label: ``read 12, rejected 2, ...``."""
+        return ", ".join(f"{FIGURES[name]} {value}" for name, value in self.figures().items())
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data (the task's XCom), without the figures the job did not produce."""
+        """JSON-ready data (the task's XCom, the audit row), without the figures the job did not produce; the
+        enums become their strings here and in ``FileResult.to_dict`` (PySpark 3.5 cannot hand one to the JVM)."""
         data = {
             **asdict(self),
             "result": str(self.result),

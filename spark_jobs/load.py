@@ -1,24 +1,39 @@
-"""Delta writes: the target MERGE, the insert-if-absent history, the audit record, table creation."""
+"""The order tables' reads and writes: the staging and rejects partitions, the target MERGE (latest wins),
+the insert-if-absent history, and the audit record; what a retried merge finds of its earlier tries.
+
+Generic Delta work (creating, replacing a partition, retrying a conflict, finding a commit) is in
+``spark_jobs.tables``; the MERGE conditions' key range and time bands in ``spark_jobs.merge_plan``.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.contracts import ROW_COUNTS, FileResult
-from spark_jobs.schema import EVENT_CONTENT, EVENT_ORDER, EVENT_TIME, KEY, TARGET_COLUMNS, TARGET_SCHEMA, struct_of
+from spark_jobs.cli import LOG, OrderLoadError, RetryableLoadError
+from spark_jobs.contracts import ROW_COUNTS, BatchStatus, FileResult, FileStatus, JobMetrics, Result
+from spark_jobs.merge_plan import BatchProfile, KeyRange, TimeBands, profile_batch
+from spark_jobs.schema import (
+    BATCH_ID,
+    EVENT_CONTENT,
+    EVENT_ORDER,
+    EVENT_TIME,
+    KEY,
+    ROWS_COLLAPSED,
+    SUPERSEDED_EVENTS,
+    TARGET_COLUMNS,
+    TARGET_SCHEMA,
+    struct_of,
+)
 from spark_jobs.tables import (
-    TableNotCreated,
     add_missing_columns,
-    column_definitions,
-    is_path,
-    last_commit,
+    create_table_if_absent,
     merge_into,
     merges_marked,
     read_table,
@@ -26,7 +41,7 @@ from spark_jobs.tables import (
     retry_on_conflict,
     sql_string,
     table_exists,
-    table_sql,
+    table_version,
     version_of_merge,
 )
 from spark_jobs.transform import event_rank
@@ -34,9 +49,12 @@ from spark_jobs.transform import event_rank
 # Properties of the target and history tables: deletion vectors let a MERGE mark replaced rows
 # instead of rewriting whole files; clustering by key keeps each key range in few files.
 TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The staging table is read one batch partition at a time and never filtered on its columns, so its
+# files carry no min/max statistics: Delta then skips gathering them over every nested event it writes.
+STAGING_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
 MERGE_ATTEMPT = "_merge_attempt"  # a MERGE source's column holding the attempt's id, by which its commit is found
 
+AUDIT_TIMES = ("stage_started_at", "stage_finished_at", "merge_started_at", "merge_finished_at")
 # A file's entry in the audit record: ``FileResult``'s fields, in order.
 AUDIT_FILE = struct_of(FileResult)
 AUDIT_SCHEMA = T.StructType(
@@ -46,125 +64,213 @@ AUDIT_SCHEMA = T.StructType(
         T.StructField("error", T.StringType()),
         T.StructField("files", T.ArrayType(AUDIT_FILE)),
         *[T.StructField(name, T.LongType()) for name in ROW_COUNTS],
-        T.StructField("stage_started_at", T.TimestampType()),
-        T.StructField("stage_finished_at", T.TimestampType()),
-        T.StructField("merge_started_at", T.TimestampType()),
-        T.StructField("merge_finished_at", T.TimestampType()),
+        *[T.StructField(name, T.TimestampType()) for name in AUDIT_TIMES],
     ]
 )
 
 
 @dataclass(frozen=True)
-class KeyRange:
-    """The smallest and greatest key of a batch; added to MERGE conditions so Delta can skip files."""
+class AuditRecord:
+    """A batch's row in the audit table: its status, files and figures (the last job's ``JobMetrics``), and
+    when its stage and merge ran. A time read back is naive, in the process's zone (PySpark's ``collect``)."""
 
-    low: str
-    high: str
+    metrics: JobMetrics
+    stage_started_at: datetime | None = None
+    stage_finished_at: datetime | None = None
+    merge_started_at: datetime | None = None
+    merge_finished_at: datetime | None = None
 
-    def condition(self, alias: str) -> Column:
-        """``alias``'s key within the range. The bounds are literal values: keys come from CSV data and
-        may hold quotes or backslashes."""
-        return F.col(f"{alias}.{KEY}").between(F.lit(self.low), F.lit(self.high))
+    @property
+    def status(self) -> BatchStatus | None:
+        """The batch's status."""
+        return self.metrics.status
 
-    def sql(self, alias: str) -> str:
-        """The same condition as SQL text, the bounds as ``sql_string`` literals: Delta's MERGE binds no
-        query parameters, and its file skipping needs literals."""
-        return f"{alias}.{KEY} BETWEEN {sql_string(self.low)} AND {sql_string(self.high)}"
+    def row(self) -> dict:
+        """The record as the audit table's row: plain data, each column present."""
+        data = {**self.metrics.to_dict(), **{name: getattr(self, name) for name in AUDIT_TIMES}}
+        return {name: data.get(name) for name in AUDIT_SCHEMA.fieldNames()}
+
+    @classmethod
+    def from_row(cls, row: dict) -> AuditRecord:
+        """A row read back; the metrics' result says whether the job that wrote it succeeded."""
+        values = {name: value for name, value in row.items() if name not in AUDIT_TIMES}
+        failed = values.get("status") in (BatchStatus.STAGE_FAILED, BatchStatus.MERGE_UNRECONCILED)
+        metrics = JobMetrics.from_dict({**values, "result": Result.FAILED if failed else Result.SUCCEEDED})
+        return cls(metrics, **{name: row.get(name) for name in AUDIT_TIMES})
+
+
+def write_rejects(rejects: DataFrame, rejects_table: str, batch_id: str, any_rejected: bool) -> None:
+    """Replace the batch's rejects (rejected rows, and a record per file rejected whole).
+
+    Skipped when the batch has none and the table does not exist yet; otherwise written even when
+    empty, so a re-run clears what an earlier attempt of the batch left.
+    """
+    if any_rejected or table_exists(rejects.sparkSession, rejects_table):
+        replace_batch(rejects, rejects_table, "batch_id", batch_id, json.dumps({"batch_id": batch_id}))
+
+
+def write_staging(staged: DataFrame, staging_table: str, batch_id: str) -> tuple[int, int]:
+    """Replace the batch's staged rows; return the rows staged and collapsed, read back from the partition
+    as committed, so the reconciliation checks what the table holds, not what the job meant to write."""
+    replace_batch(staged, staging_table, BATCH_ID, batch_id, json.dumps({"batch_id": batch_id}), STAGING_PROPERTIES)
+    totals = (
+        read_table(staged.sparkSession, staging_table)
+        .where(F.col(BATCH_ID) == batch_id)
+        .agg(F.count(F.lit(1)).alias("staged"), F.coalesce(F.sum(ROWS_COLLAPSED), F.lit(0)).alias("collapsed"))
+        .first()
+    )
+    return int(totals["staged"]), int(totals["collapsed"])
+
+
+def find_redeliveries(spark: SparkSession, audit: str, batch_id: str, loaded: dict[str, str]) -> dict[str, str]:
+    """For each loaded file (URI: fingerprint) that an earlier merged batch loaded with the same content or
+    the same name: a note, by URI.
+
+    Informational: a re-delivered file is loaded again, and the merge's latest-wins rule and the
+    history's insert-if-absent keep that from duplicating anything.
+    """
+    if not loaded:
+        return {}
+    earlier = (
+        read_table(spark, audit)
+        .where((F.col("status") == BatchStatus.MERGED.value) & (F.col("batch_id") != batch_id))
+        .select("batch_id", "merge_finished_at", F.explode("files").alias("f"))
+        .where(F.col("f.status") == FileStatus.LOADED.value)
+        .where(F.col("f.uri").isin(list(loaded)) | F.col("f.fingerprint").isin(list(loaded.values())))
+        .select("batch_id", "merge_finished_at", "f.uri", "f.fingerprint")
+        .orderBy("merge_finished_at", "batch_id")
+        .collect()
+    )
+    notes = {}
+    for uri, fingerprint in loaded.items():
+        same_content = [r for r in earlier if r["fingerprint"] == fingerprint]
+        same_name = [r for r in earlier if r["uri"] == uri]
+        if same_content:
+            notes[uri] = f"same content as {same_content[0]['uri']} in batch {same_content[0]['batch_id']}"
+        elif same_name:
+            notes[uri] = f"same name as loaded in batch {same_name[0]['batch_id']}, other content"
+        else:
+            continue
+        LOG.warning("%s is a re-delivery (%s); loading it again changes no row", uri, notes[uri])
+    return notes
+
+
+def ensure_audit_table(spark: SparkSession, audit: str) -> None:
+    """Create the audit table, or add the columns it lacks.
+
+    It is partitioned by batch, like the staging and rejects tables: each batch's record is replaced in
+    its own partition, so the records of batches running at once never conflict.
+    """
+    create_table_if_absent(spark, audit, AUDIT_SCHEMA, TABLE_PROPERTIES, partition_by="batch_id")
+    add_missing_columns(spark, audit, AUDIT_SCHEMA)
+
+
+def read_audit(spark: SparkSession, audit: str, batch_id: str) -> AuditRecord | None:
+    """The batch's audit record, or None."""
+    if not table_exists(spark, audit):
+        return None
+    rows = read_table(spark, audit).where(F.col("batch_id") == batch_id).collect()
+    return AuditRecord.from_row(rows[0].asDict(recursive=True)) if rows else None
+
+
+def upsert_audit(spark: SparkSession, record: AuditRecord, audit: str) -> None:
+    """Write the batch's audit record in one commit, replacing an earlier one of the batch.
+
+    The table must exist with its current columns (``ensure_audit_table``).
+    """
+    batch_id, status = record.metrics.batch_id, record.row()["status"]
+    note = json.dumps({"batch_id": batch_id, "status": status})
+    replace_batch(spark.createDataFrame([record.row()], AUDIT_SCHEMA), audit, "batch_id", batch_id, note)
 
 
 @dataclass(frozen=True)
-class TimeBands:
-    """A few disjoint spans of event time (epoch microseconds, UTC) that cover every event of a batch.
+class MergeInput:
+    """What the merge reads before it writes: the stage's audit record, the staged batch and its profile,
+    the marker its MERGEs carry, and what earlier tries of this staging's merge committed."""
 
-    Added to the history insert's condition, they let Delta skip every history file whose events all
-    lie outside them (its min/max statistics): new events are newer than nearly all of the history,
-    so an insert reads almost none of it however long the history grows. A replayed or late event
-    falls in a band that overlaps old files, and those files are read, as correctness needs.
+    stage_record: AuditRecord
+    batch: DataFrame
+    profile: BatchProfile
+    marker: str
+    earlier: dict[str, int]
+
+
+def read_merge_input(
+    spark: SparkSession, batch_id: str, staging: str, target: str, history: str, audit: str
+) -> MergeInput:
+    """Read the batch's audit record, refusing a batch that failed staging; then what earlier tries of this
+    staging's merge committed (counted as this merge's, so a retry's figures are the batch's); then the
+    staged rows and their profile (one pass)."""
+    stage_record = read_audit(spark, audit, batch_id)
+    if stage_record is None:  # staged by code that wrote no audit record: make the table for the merge's record
+        ensure_audit_table(spark, audit)
+        stage_record = AuditRecord(JobMetrics(Result.SUCCEEDED, batch_id))
+    if stage_record.status == BatchStatus.STAGE_FAILED:
+        raise OrderLoadError(f"batch {batch_id} failed staging and is not merged: {stage_record.metrics.error}")
+    marker = merge_marker(batch_id, stage_record.stage_started_at)
+    unfinished = stage_record.status in (BatchStatus.STAGED, BatchStatus.MERGE_UNRECONCILED)
+    earlier = earlier_merge_counts(spark, target, history, marker) if unfinished else {}
+    batch = read_table(spark, staging).where(F.col(BATCH_ID) == batch_id)
+    return MergeInput(stage_record, batch, profile_batch(batch), marker, earlier)
+
+
+def merge_marker(batch_id: str, staged_at: datetime | None) -> str:
+    """What every MERGE of one staging of a batch carries in its condition: the batch and when it was staged.
+
+    A merge that failed after a MERGE committed is retried against the same staging: the retry finds
+    the commits its earlier tries made by this marker. A new staging of the batch gets a new marker.
     """
+    if staged_at is None:
+        return ""
+    instant = staged_at if staged_at.tzinfo else staged_at.astimezone(UTC)  # a collected time is local and naive
+    return f"{batch_id}@{instant.astimezone(UTC).isoformat()}/"
 
-    spans: tuple[tuple[int, int], ...]
 
-    @classmethod
-    def covering(cls, buckets: list[tuple[int, int]], max_bands: int = 8) -> TimeBands:
-        """Join sorted or unsorted (low, high) buckets into at most ``max_bands`` spans, closing the
-        smallest gaps first, so the spans cover every bucket and as little else as they can."""
-        spans = sorted(buckets)
-        merged: list[list[int]] = []
-        for low, high in spans:
-            if merged and low <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], high)
-            else:
-                merged.append([low, high])
-        while len(merged) > max(1, max_bands):
-            gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
-            i = gaps.index(min(gaps))
-            merged[i : i + 2] = [[merged[i][0], max(merged[i][1], merged[i + 1][1])]]
-        return cls(tuple((low, high) for low, high in merged))
+def earlier_merge_counts(spark: SparkSession, target: str, history: str, marker: str) -> dict[str, int]:
+    """What the MERGEs that carry ``marker`` committed: target rows inserted and updated, history rows inserted."""
+    if not marker or not table_exists(spark, target):
+        return {"inserted": 0, "updated": 0, "history_inserted": 0}
+    target_merges = merges_marked(spark, target, marker)
+    history_merges = merges_marked(spark, history, marker) if table_exists(spark, history) else []
+    return {
+        "inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in target_merges),
+        "updated": sum(int(m.get("numTargetRowsUpdated", 0)) for m in target_merges),
+        "history_inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in history_merges),
+    }
 
-    def condition(self, alias: str) -> Column:
-        """``alias``'s event time within a band; the bounds are timestamp literals, which data skipping uses."""
-        column = F.col(f"{alias}.{EVENT_TIME}")
-        within = [column.between(F.lit(_instant(low)), F.lit(_instant(high))) for low, high in self.spans]
-        if not within:
-            return F.lit(False)
-        condition = within[0]
-        for band in within[1:]:
-            condition = condition | band
-        return condition
 
-    def sql(self, alias: str) -> str:
-        """The same condition as SQL text, the bounds as UTC timestamp literals."""
-        within = [
-            f"{alias}.{EVENT_TIME} BETWEEN {_timestamp_sql(low)} AND {_timestamp_sql(high)}" for low, high in self.spans
-        ]
-        return "(" + " OR ".join(within) + ")" if within else "FALSE"
+def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:
+    """Create the target and history tables, clustered by key, unless they exist; add the columns an
+    existing one lacks (a nullable column added to the contract)."""
+    for identifier in (target, history):
+        create_table_if_absent(spark, identifier, TARGET_SCHEMA, TABLE_PROPERTIES, cluster_by=KEY)
+        add_missing_columns(spark, identifier, TARGET_SCHEMA)
+
+
+def merge_batch(spark: SparkSession, read: MergeInput, target: str, history: str) -> tuple[dict[str, int], int]:
+    """The MERGE into the target, the history insert and the check against the target version the MERGE
+    wrote; with the rows earlier tries committed. Returns the counts and that version."""
+    counts = {"inserted": 0, "updated": 0, "older": 0, "same": 0, "missing": 0, "history_inserted": 0}
+    key_range = read.profile.key_range
+    if key_range is None:
+        version = table_version(spark, target)
+    else:
+        merged = merge_latest(read.batch, target, key_range, read.marker)
+        version = merged.pop("version")
+        counts.update(merged)
+        counts["history_inserted"] = insert_new_history(read.batch, history, key_range, read.profile.bands, read.marker)
+        # Against the MERGE's version, not the latest: a concurrent batch may have moved keys on since.
+        counts.update(compare_with_target(spark, read.batch, read.profile.staged, target, version, key_range))
+    for name, committed in read.earlier.items():
+        if committed:
+            LOG.info("an earlier try of this batch committed %d %s rows; counted as this merge's", committed, name)
+        counts[name] += committed
+    return counts, version
 
 
 def _rank_sql(alias: str) -> str:
     """``event_rank`` in SQL: the struct of an event's time and content, for a MERGE condition."""
     return "struct(" + ", ".join(f"{alias}.{name}" for name in EVENT_ORDER) + ")"
-
-
-def _timestamp_sql(micros: int) -> str:
-    """An epoch-microsecond instant as a SQL timestamp literal with its UTC offset (no session-zone reading).
-
-    Written from the instant's integer fields, each zero-padded to its width: ``strftime("%Y")`` writes
-    year 23 as ``23``, which Spark refuses. Delta's file skipping needs a literal, not an expression.
-    """
-    at = _instant(micros)
-    return (
-        f"TIMESTAMP '{at.year:04d}-{at.month:02d}-{at.day:02d} "
-        f"{at.hour:02d}:{at.minute:02d}:{at.second:02d}.{at.microsecond:06d}+00:00'"
-    )
-
-
-def _instant(micros: int) -> datetime:
-    """An epoch-microsecond instant as an aware UTC datetime, by integer arithmetic (years 1 to 9999)."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def create_table_if_absent(
-    spark: SparkSession,
-    identifier: str,
-    schema: T.StructType,
-    cluster_by: str | None = None,
-    partition_by: str | None = None,
-) -> None:
-    """Create a Delta table with ``schema`` unless it exists (clustered by ``cluster_by`` or partitioned by
-    ``partition_by`` if given).
-
-    Raises ``TableNotCreated`` when a path is left without a Delta table (another creator's first
-    commit is under way, or the folder holds other files): ``retry_on_conflict`` tries again.
-    """
-    layout = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
-    layout += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
-    properties = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in TABLE_PROPERTIES.items())
-    spark.sql(
-        f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({column_definitions(schema.fields)}) USING delta{layout} "
-        f"TBLPROPERTIES ({properties})"
-    )
-    if is_path(identifier) and not table_exists(spark, identifier):
-        raise TableNotCreated(f"{identifier} holds files but no Delta table; CREATE TABLE IF NOT EXISTS left it so")
 
 
 def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, marker: str = "") -> dict[str, int]:
@@ -198,16 +304,22 @@ def merge_latest(latest: DataFrame, target: str, key_range: KeyRange, marker: st
     return {**counts, "version": version}
 
 
-def insert_new_history(events: DataFrame, history: str, key_range: KeyRange, bands: TimeBands, marker: str = "") -> int:
-    """Append the events whose (key, event time, content) the history table lacks; return how many (retried on
-    conflict).
+def history_events(batch: DataFrame) -> DataFrame:
+    """Every distinct event of a staged batch: each staged row plus the events it superseded."""
+    latest = F.struct(*TARGET_COLUMNS)
+    return batch.select(F.explode(F.concat(F.array(latest), F.col(SUPERSEDED_EVENTS))).alias("e")).select("e.*")
+
+
+def insert_new_history(batch: DataFrame, history: str, key_range: KeyRange, bands: TimeBands, marker: str = "") -> int:
+    """Append the staged batch's events (``history_events``) whose (key, event time, content) the history
+    table lacks; return how many (retried on conflict).
 
     The key range and the time bands only repeat what the equality implies, so Delta can skip the
     history files that cannot hold a batch's event. ``marker`` starts the attempt id the condition
     carries, as in ``merge_latest``.
     """
     attempt = marker + uuid.uuid4().hex
-    source = events.select(*TARGET_COLUMNS, F.lit(attempt).alias(MERGE_ATTEMPT))
+    source = history_events(batch).select(*TARGET_COLUMNS, F.lit(attempt).alias(MERGE_ATTEMPT))
     same_content = " AND ".join(f"t.{name} <=> s.{name}" for name in EVENT_CONTENT)
     clauses = (
         f"ON t.{KEY} = s.{KEY} AND t.{EVENT_TIME} = s.{EVENT_TIME} AND {same_content} "
@@ -249,76 +361,32 @@ def compare_with_target(
     }
 
 
-def table_version(spark: SparkSession, identifier: str) -> int:
-    """The table's current version."""
-    return int(last_commit(spark, identifier)["version"])
+def record_merge(spark: SparkSession, record: AuditRecord, missing: int, target: str, audit: str) -> AuditRecord:
+    """Write the batch's audit record: ``merged``, or ``merge_unreconciled`` and fail (a retry checks again).
 
-
-def merge_marker(batch_id: str, stage_record: dict) -> str:
-    """What every MERGE of one staging of a batch carries in its condition: the batch and when it was staged.
-
-    A merge that failed after a MERGE committed is retried against the same staging: the retry finds
-    the commits its earlier tries made by this marker. A new staging of the batch gets a new marker.
+    The MERGE has committed: the alarm goes into the audit record before the job fails, and a retry (which
+    finds this staging's commits by its marker) checks again, keeping the earlier alarm in its record.
     """
-    staged_at = stage_record.get("stage_started_at")
-    if staged_at is None:
-        return ""
-    instant = staged_at if staged_at.tzinfo else staged_at.astimezone(UTC)  # a collected time is local and naive
-    return f"{batch_id}@{instant.astimezone(UTC).isoformat()}/"
-
-
-def earlier_merge_counts(spark: SparkSession, target: str, history: str, marker: str) -> dict[str, int]:
-    """What the MERGEs that carry ``marker`` committed: target rows inserted and updated, history rows inserted."""
-    if not marker or not table_exists(spark, target):
-        return {"inserted": 0, "updated": 0, "history_inserted": 0}
-    target_merges = merges_marked(spark, target, marker)
-    history_merges = merges_marked(spark, history, marker) if table_exists(spark, history) else []
-    return {
-        "inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in target_merges),
-        "updated": sum(int(m.get("numTargetRowsUpdated", 0)) for m in target_merges),
-        "history_inserted": sum(int(m.get("numTargetRowsInserted", 0)) for m in history_merges),
-    }
-
-
-def read_audit(spark: SparkSession, audit: str, batch_id: str) -> dict | None:
-    """The batch's audit record, or None."""
-    if not table_exists(spark, audit):
-        return None
-    rows = read_table(spark, audit).where(F.col("batch_id") == batch_id).collect()
-    return rows[0].asDict(recursive=True) if rows else None
-
-
-def ensure_audit_table(spark: SparkSession, audit: str) -> None:
-    """Create the audit table, or add the columns it lacks.
-
-    It is partitioned by batch, like the staging and rejects tables: each batch's record is replaced in
-    its own partition, so the records of batches running at once never conflict (unpartitioned, ten at
-    once needed all 8 tries).
-    """
-    retry_on_conflict(
-        lambda: create_table_if_absent(spark, audit, AUDIT_SCHEMA, partition_by="batch_id"), f"creating {audit}"
-    )
-    add_missing_columns(spark, audit, AUDIT_SCHEMA)
-
-
-def upsert_audit(spark: SparkSession, record: dict, audit: str) -> None:
-    """Write the batch's audit record in one commit, replacing an earlier one of the batch; absent fields are null.
-
-    The table must exist with its current columns (``ensure_audit_table``).
-    """
-    full = {name: record.get(name) for name in AUDIT_SCHEMA.fieldNames()}
-    # The status as a plain string: PySpark 3.5 pickles the row to the JVM, which cannot rebuild an enum.
-    full["status"] = None if full["status"] is None else str(full["status"])
-    note = json.dumps({"batch_id": record["batch_id"], "status": full["status"]})
-    replace_batch(spark.createDataFrame([full], AUDIT_SCHEMA), audit, "batch_id", record["batch_id"], note)
-
-
-def ensure_current_state_tables(spark: SparkSession, target: str, history: str) -> None:
-    """Create the target and history tables, clustered by key, unless they exist; add the columns an
-    existing one lacks (a nullable column added to the contract)."""
-    for identifier in (target, history):
-        retry_on_conflict(
-            lambda identifier=identifier: create_table_if_absent(spark, identifier, TARGET_SCHEMA, cluster_by=KEY),
-            f"creating {identifier}",
+    m = record.metrics
+    staged, inserted, updated = m.rows_staged, m.rows_inserted, m.rows_updated
+    older, unchanged, version = m.rows_skipped_stale, m.rows_unchanged, m.target_version
+    if missing or unchanged < 0 or staged != inserted + updated + older + unchanged:
+        error = (
+            f"batch {m.batch_id} does not reconcile: staged {staged} != inserted {inserted} + updated "
+            f"{updated} + skipped_stale {older} + unchanged {unchanged}; "
+            f"{missing} staged keys are missing from or older in {target} version {version}"
         )
-        add_missing_columns(spark, identifier, TARGET_SCHEMA)
+        alarm = replace(m, result=Result.FAILED, status=BatchStatus.MERGE_UNRECONCILED, error=error)
+        upsert_audit(spark, replace(record, metrics=alarm), audit)
+        committed = f"The MERGE committed; the audit record says {BatchStatus.MERGE_UNRECONCILED}"
+        raise RetryableLoadError(f"{error}. {committed}.")
+    merged = replace(record, metrics=replace(m, status=BatchStatus.MERGED, error=_earlier_alarm(m)))
+    upsert_audit(spark, merged, audit)
+    return merged
+
+
+def _earlier_alarm(stage: JobMetrics) -> str | None:
+    """The note a reconciled merge keeps of an earlier try's alarm, if the record holds one."""
+    if stage.status != BatchStatus.MERGE_UNRECONCILED or not stage.error:
+        return None
+    return f"reconciled on a later try; an earlier try said: {stage.error}"

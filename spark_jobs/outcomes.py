@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spark_jobs.contracts import FileResult, FileStatus
+from spark_jobs.contracts import BatchStatus, FileResult, FileStatus, JobMetrics, Result
 from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
@@ -28,7 +28,6 @@ class FileOutcome:
     first_record_id: int | None = None
     reason: str | None = None
     fingerprint: str | None = None
-    redelivery_of: str | None = None
     reasons: Counter = field(default_factory=Counter)
 
     @property
@@ -36,8 +35,8 @@ class FileOutcome:
         """True unless the file is rejected whole."""
         return self.reason is None
 
-    def audit_record(self) -> dict:
-        """The file's entry in the metrics and the audit record's ``files`` (a ``FileResult``)."""
+    def result(self, redelivery_of: str | None) -> FileResult:
+        """The file's entry in the metrics and the audit record, with its re-delivery note."""
         return FileResult(
             uri=self.file.uri,
             size=self.file.size,
@@ -47,8 +46,8 @@ class FileOutcome:
             status=FileStatus.LOADED if self.loaded else FileStatus.REJECTED,
             reason=self.reason,
             fingerprint=self.fingerprint,
-            redelivery_of=self.redelivery_of,
-        ).to_dict()
+            redelivery_of=redelivery_of,
+        )
 
 
 def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOutcome]:
@@ -136,3 +135,75 @@ def rejected_file_records(outcomes: list[FileOutcome]) -> list[dict]:
 
 def _rows(count: int) -> str:
     return f"{count} data row" + ("" if count == 1 else "s")
+
+
+def reject_limit_error(batch_id: str, outcomes: list[FileOutcome], limit: float, rejects_table: str) -> str | None:
+    """The error when the batch's rejected fraction is above ``limit``; None when within it.
+
+    It names the worst reasons, each file rejected whole with its reason, and the files with the most
+    rows rejected.
+    """
+    read, rejected = sum(o.rows for o in outcomes), sum(o.rows_rejected for o in outcomes)
+    # Files rejected whole with no data row still leave nothing loaded: that is all of the batch rejected.
+    fraction = rejected / read if read else float(any(not o.loaded for o in outcomes))
+    if fraction <= limit:
+        return None
+    worst = "; ".join(f"{r['reason']} ({r['count']})" for r in top_reasons(outcomes))
+    return (
+        f"batch {batch_id}: {rejected} of {read} rows rejected ({fraction:.1%}), above the limit "
+        f"of {limit:.1%}. Worst reasons: {worst}.{_files_to_look_at(outcomes)} The rejects are in {rejects_table}."
+    )
+
+
+def _files_to_look_at(outcomes: list[FileOutcome]) -> str:
+    """The files a reject-limit failure names: each one rejected whole, then those with most rejected rows."""
+    whole = [f"{outcome.file.uri} ({outcome.reason})" for outcome in outcomes if not outcome.loaded]
+    partly = sorted(
+        (outcome for outcome in outcomes if outcome.loaded and outcome.rows_rejected),
+        key=lambda outcome: (-outcome.rows_rejected, outcome.file.uri),
+    )
+    named = [f"{outcome.file.uri} ({outcome.rows_rejected} of {outcome.rows})" for outcome in partly[:TOP_FILES]]
+    more = len(partly) - len(named)
+    return "".join(
+        (
+            f" Files rejected whole: {'; '.join(whole)}." if whole else "",
+            f" Most rows rejected: {'; '.join(named)}{f' and {more} more files' if more else ''}." if named else "",
+        )
+    )
+
+
+def stage_metrics(
+    batch_id: str, outcomes: list[FileOutcome], redeliveries: dict[str, str], staged: tuple[int, int] | None
+) -> JobMetrics:
+    """The stage's figures: every data row of every file read, rejected, and (once written) staged and
+    collapsed, from ``staged`` (None when nothing was staged); each file with its re-delivery note."""
+    rows_staged, rows_collapsed = staged if staged is not None else (None, None)
+    return JobMetrics(
+        result=Result.SUCCEEDED,
+        batch_id=batch_id,
+        status=BatchStatus.STAGED,
+        files=tuple(o.result(redeliveries.get(o.file.uri)) for o in outcomes),
+        rows_read=sum(o.rows for o in outcomes),
+        rows_rejected=sum(o.rows_rejected for o in outcomes),
+        files_rejected=sum(not o.loaded for o in outcomes),
+        files_redelivered=len(redeliveries),
+        rows_collapsed=rows_collapsed,
+        rows_staged=rows_staged,
+        top_reject_reasons=tuple(top_reasons(outcomes)),
+    )
+
+
+def unreconciled(metrics: JobMetrics) -> str | None:
+    """The error when the stage's figures do not add up: every row read is staged, rejected or collapsed."""
+    m = metrics
+    if m.rows_read == m.rows_staged + m.rows_rejected + m.rows_collapsed:
+        return None
+    return (
+        f"batch {m.batch_id}: counts do not reconcile: read {m.rows_read} != staged {m.rows_staged} + "
+        f"rejected {m.rows_rejected} + collapsed {m.rows_collapsed}"
+    )
+
+
+def loaded_fingerprints(outcomes: list[FileOutcome]) -> dict[str, str]:
+    """Each loaded file's fingerprint, by URI: what a re-delivery is recognised by."""
+    return {o.file.uri: o.fingerprint for o in outcomes if o.loaded and o.fingerprint}

@@ -142,7 +142,7 @@ def build_local_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS.read())
         .config("spark.sql.session.timeZone", "UTC")
-        # Small local tables: rebuilding a Delta snapshot over the default 50 partitions costs seconds.
+        # Small local tables: a Delta snapshot is rebuilt over 2 partitions, not the default 50.
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")

@@ -1,4 +1,8 @@
-"""Table identifiers: a catalog name (``catalog.schema.table``) or a path-based Delta table."""
+"""Delta tables, whatever they hold: identifiers, reads, creation and new columns, replacing a partition,
+retries on a concurrent commit, MERGE in SQL, and finding a commit by its condition.
+
+A table is named by its catalog name (``catalog.schema.table``) or its path. The order tables' own
+writes (the target MERGE, the history, the audit record) are in ``spark_jobs.load``."""
 
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ from spark_jobs.session import conf_get, spark_conf
 
 LOG = logging.getLogger("order_tracking")
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
-_BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
 # What Delta raises when another transaction committed first: the losing commit wrote nothing.
 COMMIT_CONFLICTS = tuple(
     getattr(delta_errors, name)
@@ -69,13 +72,6 @@ def table_sql(identifier: str) -> str:
 def sql_string(value: str) -> str:
     """A SQL string literal for ``value``, as Spark parses it with its default escapes (backslash escapes on)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def check_batch_id(batch_id: str) -> str:
-    """Return the batch id if it is safe to store and filter on, else raise ``ValueError``."""
-    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
-        raise ValueError(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=~-")
-    return batch_id
 
 
 def read_table(spark: SparkSession, identifier: str, version: int | None = None) -> DataFrame:
@@ -145,6 +141,35 @@ def column_definitions(fields: list[StructField]) -> str:
     return ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in fields)
 
 
+def create_table_if_absent(
+    spark: SparkSession,
+    identifier: str,
+    schema: StructType,
+    properties: dict[str, str],
+    cluster_by: str | None = None,
+    partition_by: str | None = None,
+) -> None:
+    """Create a Delta table with ``schema`` and ``properties`` unless it exists (clustered by ``cluster_by`` or
+    partitioned by ``partition_by`` if given); retried when another writer creates it at the same time.
+
+    A path left without a Delta table raises ``TableNotCreated`` once the tries are spent (another
+    creator's first commit was under way each time, or the folder holds other files).
+    """
+    layout = f" CLUSTER BY (`{cluster_by}`)" if cluster_by else ""
+    layout += f" PARTITIONED BY (`{partition_by}`)" if partition_by else ""
+    listed = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in properties.items())
+
+    def create() -> None:
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {table_sql(identifier)} ({column_definitions(schema.fields)}) "
+            f"USING delta{layout} TBLPROPERTIES ({listed})"
+        )
+        if is_path(identifier) and not table_exists(spark, identifier):
+            raise TableNotCreated(f"{identifier} holds files but no Delta table; CREATE TABLE IF NOT EXISTS left it so")
+
+    retry_on_conflict(create, f"creating {identifier}")
+
+
 def add_missing_columns(spark: SparkSession, identifier: str, schema: StructType) -> list[str]:
     """Evolve a table to ``schema``: add each top-level column it lacks (nullable, appended last) in one
     ``ALTER TABLE``; return their names. Retried on a concurrent change, the columns looked up again."""
@@ -171,11 +196,9 @@ def replace_batch(
     """Atomically replace one batch's rows, noting ``commit_note`` in the commit.
 
     A table this creates is partitioned by ``batch_column`` and gets ``table_properties``: replacing a
-    batch then touches only its own partition, so writers of other batches never conflict with it. A
-    table made unpartitioned by an earlier version keeps its layout; a conflict there (or two writers
-    creating the table at once) is retried.
+    batch then touches only its own partition, so writers of other batches never conflict with it. Two
+    writers creating the table at once are retried.
     """
-    check_batch_id(batch_id)  # safe inside the predicate's literal
 
     def commit() -> None:
         writer = (
@@ -206,10 +229,9 @@ def _merge_marked(commit: Row, marker: str) -> bool:
     return commit["operation"] == "MERGE" and marker in (commit["operationParameters"] or {}).get("predicate", "")
 
 
-def last_commit(spark: SparkSession, identifier: str) -> dict:
-    """The newest entry of the table's history (version, operation, metrics)."""
-    row = spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT 1").collect()[0]
-    return row.asDict(recursive=True)
+def table_version(spark: SparkSession, identifier: str) -> int:
+    """The table's current version."""
+    return int(spark.sql(f"DESCRIBE HISTORY {table_sql(identifier)} LIMIT 1").collect()[0]["version"])
 
 
 def merge_into(target: str, source: DataFrame, clauses: str) -> Row:

@@ -28,6 +28,7 @@ from spark_jobs.schema import (
     LINE_NUMBER,
     OPTIONAL_DATE_COLUMNS,
     ORDER_COLUMNS,
+    REJECTS_SCHEMA,
     RESCUED_DATA,
     ROWS_COLLAPSED,
     SOURCE_FILE,
@@ -42,6 +43,8 @@ FILE_LOADED = "_file_loaded"  # false for a file rejected whole whose rows still
 _TEXT = "_text_"  # prefix of a column's trimmed text
 _CELLS_TEXT = "_cells_text"
 _RANK = "_rank"
+_ROW_FILES = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), T.StructField(FILE_LOADED, T.BooleanType())])
+_ROW_SOURCES = T.StructType([*_ROW_FILES.fields, T.StructField(FIRST_RECORD_ID, T.LongType())])
 
 # A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
 _QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
@@ -249,9 +252,9 @@ def record_counts(parsed: DataFrame) -> DataFrame:
     )
 
 
-def with_line_numbers(parsed: DataFrame, files: DataFrame) -> DataFrame:
-    """The rows of ``files`` (``_source_file``, ``_file_loaded`` and maybe ``_first_record_id``), each with its
-    line number in its file.
+def with_line_numbers(parsed: DataFrame, sources: list[tuple], with_first_ids: bool) -> DataFrame:
+    """The rows of the files in ``sources`` (``row_sources``: path, loaded, and the first record id if
+    ``with_first_ids``), each with its line number in its file and whether its file is loaded.
 
     A record's id counts up by one per record within its file, from wherever Spark's packing of files
     into partitions starts that file. Given the files' first ids (rows kept since they were counted, so
@@ -259,7 +262,8 @@ def with_line_numbers(parsed: DataFrame, files: DataFrame) -> DataFrame:
     in the same query, so that it is the file's own whatever the packing of this read (where rows are
     not kept, each action reads the files again and may pack them otherwise).
     """
-    if FIRST_RECORD_ID not in files.columns:
+    files = parsed.sparkSession.createDataFrame(sources, _ROW_SOURCES if with_first_ids else _ROW_FILES)
+    if not with_first_ids:
         files = parsed.groupBy(SOURCE_FILE).agg(F.min(RECORD_ID).alias(FIRST_RECORD_ID)).join(files, SOURCE_FILE)
     return (
         parsed.join(F.broadcast(files), SOURCE_FILE)
@@ -268,15 +272,21 @@ def with_line_numbers(parsed: DataFrame, files: DataFrame) -> DataFrame:
     )
 
 
-def rejected_rows(rows: DataFrame, batch_id: str, rejected_at: datetime) -> DataFrame:
-    """Rows that fail validation, in the rejects table's shape."""
-    return rows.where(F.size(REJECT_REASONS) > 0).select(
-        F.lit(batch_id).alias("batch_id"),
-        F.col(SOURCE_FILE).alias("source_file"),
-        F.col(LINE_NUMBER).alias("line_number"),
-        F.col(RAW_TEXT).alias("raw_record"),
-        F.array_join(REJECT_REASONS, "; ").alias("reason"),
-        F.lit(rejected_at).cast("timestamp").alias("rejected_at"),
+def rejected_rows(rows: DataFrame, rejected_files: list[dict], batch_id: str, rejected_at: datetime) -> DataFrame:
+    """Rows that fail validation, and a record per file rejected whole (``rejected_file_records``), in the
+    rejects table's shape."""
+    files = [{"batch_id": batch_id, **record, "rejected_at": rejected_at} for record in rejected_files]
+    return (
+        rows.where(F.size(REJECT_REASONS) > 0)
+        .select(
+            F.lit(batch_id).alias("batch_id"),
+            F.col(SOURCE_FILE).alias("source_file"),
+            F.col(LINE_NUMBER).alias("line_number"),
+            F.col(RAW_TEXT).alias("raw_record"),
+            F.array_join(REJECT_REASONS, "; ").alias("reason"),
+            F.lit(rejected_at).cast("timestamp").alias("rejected_at"),
+        )
+        .unionByName(rows.sparkSession.createDataFrame(files, REJECTS_SCHEMA))
     )
 
 
@@ -306,8 +316,7 @@ def collapse_to_latest(valid: DataFrame) -> DataFrame:
     Earlier distinct events of the key ride along in ``_superseded_events``, latest first, so the
     history table keeps every distinct event; ``_rows_collapsed`` counts the rows folded away. One sort
     by key and rank does it: a window ranks each key's rows, keeps the first and gathers the others
-    whose event differs from the row ranked just above (cheaper than a grouped list of every row
-    sorted afterwards, which falls back to a sort on the map side as well).
+    whose event differs from the row ranked just above.
     """
     ranked = Window.partitionBy(KEY).orderBy(
         F.col(EVENT_TIME).desc(),

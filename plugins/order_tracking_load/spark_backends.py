@@ -26,7 +26,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, conf
 
 from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token, report_parameters
 from order_tracking_load.settings import LoadSettings
-from spark_jobs.contracts import FIGURES, JobMetrics
+from spark_jobs.contracts import JobMetrics
 
 # On a failure, the JVM's lines that explain it: each ERROR line and the exception chain below it.
 JVM_ERROR_LINES = 80
@@ -37,8 +37,7 @@ def summary_line(job: str, metrics: JobMetrics, seconds: float | None = None) ->
     """The load summary: one short line with the batch, its files, the time taken and the job's figures."""
     files = len(metrics.files)
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    figures = ", ".join(f"{FIGURES[name]} {value}" for name, value in metrics.figures().items())
-    return f"{job} loaded batch {metrics.batch_id} ({files} file{'' if files == 1 else 's'}){took}: {figures}"
+    return f"{job} loaded batch {metrics.batch_id} ({files} file{'' if files == 1 else 's'}){took}: {metrics.summary()}"
 
 
 # The merge task's outlet. Through an alias, a run emits an event on the target's Asset only when it

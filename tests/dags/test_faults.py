@@ -20,16 +20,16 @@ def test_a_failed_merge_then_a_failed_archive_load_each_file_exactly_once(
     upload_seed(gcs)
 
     # 1. The merge dies after its target MERGE and its history insert committed: every file stays in input.
-    from spark_jobs import merge_orders as merge_module
+    from spark_jobs import load as load_module
 
-    real_insert = merge_module.insert_new_history
+    real_insert = load_module.insert_new_history
 
     def dies_after_the_history_insert(*args: object, **kwargs: object) -> int:
         real_insert(*args, **kwargs)
         raise RuntimeError("injected: the merge died after its commits")
 
     with monkeypatch.context() as patch:
-        patch.setattr(merge_module, "insert_new_history", dies_after_the_history_insert)
+        patch.setattr(load_module, "insert_new_history", dies_after_the_history_insert)
         failed_merge = run_dag()
     assert failed_merge.tasks["merge_orders"] == "failed"
     assert failed_merge.tasks["archive_loaded_files"] == "upstream_failed"

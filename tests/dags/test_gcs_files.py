@@ -11,7 +11,7 @@ from airflow.sdk.api.datamodels._generated import DagRunType
 from order_tracking_load.layout import BucketLayout, batch_key
 from order_tracking_load.runs import batch_date, load_time, run_source
 from order_tracking_load.settings import load_settings
-from spark_jobs.tables import check_batch_id
+from spark_jobs.contracts import check_batch_id
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ def test_an_object_stored_gzip_encoded_is_rejected_whole_and_the_rest_loads(spar
     encoded.upload_from_string(gzip.compress(seed), content_type="text/csv")
     inputs = [{"uri": f"gs://{BUCKET}/input/plain.csv"}, {"uri": f"gs://{BUCKET}/input/encoded.csv"}]
 
-    metrics = stage_orders(spark, inputs, "encoded", tables.staging, tables.rejects, 1.0, tables.audit)
+    metrics = stage_orders(spark, inputs, "encoded", tables.staging, tables.rejects, tables.audit, 1.0)
 
     outcomes = {f["uri"].rsplit("/", 1)[-1]: (f["status"], f["reason"]) for f in metrics["files"]}
     assert outcomes == {

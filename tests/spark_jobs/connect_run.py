@@ -65,8 +65,8 @@ def main(argv: list[str]) -> int:
             batch_id,
             tables["staging"],
             tables["rejects"],
-            0.5,
             tables["audit"],
+            0.5,
         )
         merged = merge_orders(spark, batch_id, tables["staging"], tables["target"], tables["history"], tables["audit"])
         print(json.dumps({"session": type(spark).__module__, "stage": staged, "merge": merged}, default=str))

@@ -29,8 +29,8 @@ def load_batch(
         batch_id,
         tables.staging,
         tables.rejects,
-        max_reject_fraction,
         tables.audit,
+        max_reject_fraction,
     )
     merged = merge_orders(spark, batch_id, tables.staging, tables.target, tables.history, tables.audit)
     return staged, merged

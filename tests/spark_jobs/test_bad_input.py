@@ -68,7 +68,7 @@ def test_reject_limit_fails_after_the_rejects_are_written(spark, tables, tmp_pat
     path = write_csv(tmp_path, "malformed.csv", MALFORMED)
 
     with pytest.raises(OrderLoadError) as failure:
-        stage_orders(spark, [{"uri": str(path)}], "too-bad", tables.staging, tables.rejects, 0.1, tables.audit)
+        stage_orders(spark, [{"uri": str(path)}], "too-bad", tables.staging, tables.rejects, tables.audit, 0.1)
 
     message = str(failure.value)
     assert "7 of 9 rows rejected (77.8%), above the limit of 10.0%" in message
@@ -136,7 +136,9 @@ def test_formatting_survives_and_columns_map_by_name(spark, tables, tmp_path):
         "2023-01-01T09:30:00 , In Transit ,  TRK3  ,DHL, 3 ,  東京都 1-2  \n",
     )
 
-    stage_orders(spark, [{"uri": str(crlf)}, {"uri": str(reordered)}], "fmt", tables.staging, tables.rejects, 0.1, None)
+    stage_orders(
+        spark, [{"uri": str(crlf)}, {"uri": str(reordered)}], "fmt", tables.staging, tables.rejects, tables.audit, 0.1
+    )
 
     staged = read(spark, tables.staging).select(*BUSINESS, "_rescued_data", "_line_number")
     expected = spark.createDataFrame(
@@ -171,10 +173,10 @@ def test_formatting_survives_and_columns_map_by_name(spark, tables, tmp_path):
 
 
 def test_merge_fails_when_the_batch_does_not_reconcile(spark, tables, monkeypatch):
-    stage_orders(spark, [{"uri": str(SEED_FILES[2])}], "broken", tables.staging, tables.rejects, 0.1, tables.audit)
+    stage_orders(spark, [{"uri": str(SEED_FILES[2])}], "broken", tables.staging, tables.rejects, tables.audit, 0.1)
     # A MERGE that reports success but writes nothing: the staged keys are missing from the target.
     monkeypatch.setattr(
-        "spark_jobs.merge_orders.merge_latest",
+        "spark_jobs.load.merge_latest",
         lambda latest, target, key_range, marker: {"inserted": 6, "updated": 0, "version": 0},
     )
 
@@ -228,7 +230,7 @@ def test_dates_and_times_outside_the_accepted_range_are_rejected_and_the_range_e
 
 @pytest.mark.parametrize("year", [1, 23, 999, 1900, 9999])
 def test_a_time_band_literal_is_the_instant_it_was_made_from(spark, year):
-    from spark_jobs.load import _timestamp_sql
+    from spark_jobs.merge_plan import _timestamp_sql
 
     micros = (
         dt.datetime(year, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -49,20 +49,25 @@ def test_a_reject_limit_outside_0_to_1_is_refused_before_anything_is_read(spark,
     from spark_jobs.stage_orders import stage_orders
 
     with pytest.raises(ValueError, match=r"max_reject_fraction is a fraction from 0 to 1 \(0.1 = 10% of the"):
-        stage_orders(spark, [{"uri": "gs://b/input/absent.csv"}], "b1", tables.staging, tables.rejects, fraction)
+        stage_orders(
+            spark, [{"uri": "gs://b/input/absent.csv"}], "b1", tables.staging, tables.rejects, tables.audit, fraction
+        )
 
 
 def test_the_report_refuses_a_batch_whose_job_did_not_succeed(spark, tables, tmp_path):
     from spark_jobs.batch_report import batch_report
     from spark_jobs.cli import OrderLoadError
-    from spark_jobs.load import upsert_audit
+    from spark_jobs.contracts import BatchStatus, JobMetrics, Result
+    from spark_jobs.load import AuditRecord, upsert_audit
 
     with pytest.raises(OrderLoadError, match="has no audit record"):
         batch_report(spark, "stage_orders", "b1", tables.audit)
-    upsert_audit(spark, {"batch_id": "b1", "status": "stage_failed", "error": "too many rejects"}, tables.audit)
+    failed = JobMetrics(Result.FAILED, "b1", error="too many rejects", status=BatchStatus.STAGE_FAILED)
+    upsert_audit(spark, AuditRecord(failed), tables.audit)
     with pytest.raises(OrderLoadError, match="says 'stage_failed', so stage_orders did not succeed: too many"):
         batch_report(spark, "stage_orders", "b1", tables.audit)
-    upsert_audit(spark, {"batch_id": "b1", "status": "staged", "rows_read": 5, "rows_staged": 4}, tables.audit)
+    staged = JobMetrics(Result.SUCCEEDED, "b1", status=BatchStatus.STAGED, rows_read=5, rows_staged=4)
+    upsert_audit(spark, AuditRecord(staged), tables.audit)
     assert batch_report(spark, "stage_orders", "b1", tables.audit)["rows_read"] == 5
     with pytest.raises(OrderLoadError, match="says 'staged', so merge_orders did not succeed"):
         batch_report(spark, "merge_orders", "b1", tables.audit)

@@ -16,10 +16,18 @@ from types import SimpleNamespace
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs.load import KeyRange
+from spark_jobs.load import TABLE_PROPERTIES
+from spark_jobs.merge_plan import KeyRange
 from spark_jobs.schema import BATCH_ID, TARGET_SCHEMA
 from spark_jobs.session import conf_get
-from spark_jobs.tables import COMMIT_ATTEMPTS, TableNotCreated, _is_conflict, error_condition, retry_on_conflict
+from spark_jobs.tables import (
+    COMMIT_ATTEMPTS,
+    TableNotCreated,
+    _is_conflict,
+    create_table_if_absent,
+    error_condition,
+    retry_on_conflict,
+)
 from tests.conftest import REPO, SEED_FILES, expected_latest, seed_rows, typed_business_row
 from tests.spark_jobs.helpers import BUSINESS, HEADER, load_batch, read, write_csv
 from tests.spark_jobs.test_cli import OPENLINEAGE_CONTEXT, run_cli
@@ -40,7 +48,7 @@ def _start(module: str, *args: str, barrier: dict[str, str] | None = None) -> su
 def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, tables, tmp_path):
     """Four command-line jobs, as Databricks or the local backend run them: fresh processes, JSON out.
 
-    Stage batch-a reads a manifest; merge batch-c carries the OpenLineage context the provider injects.
+    Each stage job reads a manifest; merge batch-c carries the OpenLineage context the provider injects.
     Each job waits at its main commit (the staging write, the target MERGE) until all four are there
     (``barrier/sitecustomize.py``): the four are certain to overlap, and the two MERGEs, released
     together onto the same target version, are certain to conflict, on any machine.
@@ -50,10 +58,11 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
     # Batches C and D are staged first; the target and history do not exist yet, so the two merges
     # also race to create them.
     for batch, path in (("batch-c", SEED_FILES[3]), ("batch-d", SEED_FILES[4])):
-        stage_orders(spark, [{"uri": str(path)}], batch, tables.staging, tables.rejects, 0.1, tables.audit)
-    manifest = tmp_path / "manifest.json"
-    listed = [{"uri": str(path), "size": path.stat().st_size} for path in SEED_FILES[:2]]
-    manifest.write_text(json.dumps({"batch_id": "batch-a", "files": listed}))
+        stage_orders(spark, [{"uri": str(path)}], batch, tables.staging, tables.rejects, tables.audit, 0.1)
+    manifests = {batch: tmp_path / f"{batch}.json" for batch in ("batch-a", "batch-b")}
+    for batch, paths in (("batch-a", SEED_FILES[:2]), ("batch-b", SEED_FILES[2:3])):
+        listed = [{"uri": str(path), "size": path.stat().st_size} for path in paths]
+        manifests[batch].write_text(json.dumps({"batch_id": batch, "files": listed}))
     common = ("--staging-table", tables.staging, "--audit-table", tables.audit)
     stage = ("--rejects-table", tables.rejects, *common)
     merge = ("--target-table", tables.target, "--history-table", tables.history, *common)
@@ -66,10 +75,22 @@ def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, ta
     }
     jobs = {
         "stage batch-a": _start(
-            "spark_jobs.stage_orders", "--batch-id", "batch-a", *stage, "--manifest", str(manifest), barrier=barrier
+            "spark_jobs.stage_orders",
+            "--batch-id",
+            "batch-a",
+            *stage,
+            "--manifest",
+            str(manifests["batch-a"]),
+            barrier=barrier,
         ),
         "stage batch-b": _start(
-            "spark_jobs.stage_orders", "--batch-id", "batch-b", *stage, "--input", str(SEED_FILES[2]), barrier=barrier
+            "spark_jobs.stage_orders",
+            "--batch-id",
+            "batch-b",
+            *stage,
+            "--manifest",
+            str(manifests["batch-b"]),
+            barrier=barrier,
         ),
         "merge batch-c": _start(
             "spark_jobs.merge_orders",
@@ -224,7 +245,6 @@ def test_creating_a_path_table_whose_folder_another_creator_has_begun_is_tried_a
     Delta takes the existing folder for an existing table and its CREATE TABLE IF NOT EXISTS does
     nothing; the job finds no table there and tries again after the pause (in which the other creator commits).
     """
-    from spark_jobs.load import create_table_if_absent
 
     target = tmp_path / "orders"
     target.mkdir()
@@ -239,14 +259,13 @@ def test_creating_a_path_table_whose_folder_another_creator_has_begun_is_tried_a
     # The job's own pauses only: py4j's threads sleep too.
     monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=other_creator_commits))
 
-    retry_on_conflict(lambda: create_table_if_absent(spark, str(target), TARGET_SCHEMA), "creating the target")
+    create_table_if_absent(spark, str(target), TARGET_SCHEMA, TABLE_PROPERTIES)
 
     assert len(pauses) == 1
     assert spark.read.format("delta").load(str(target)).columns == TARGET_SCHEMA.fieldNames()
 
 
 def test_a_folder_that_never_becomes_a_delta_table_fails_the_creation_with_its_path(spark, tmp_path, monkeypatch):
-    from spark_jobs.load import create_table_if_absent
 
     monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=lambda seconds: None))
     target = tmp_path / "orders"
@@ -254,12 +273,14 @@ def test_a_folder_that_never_becomes_a_delta_table_fails_the_creation_with_its_p
     (target / "notes.txt").write_text("not a table")
 
     with pytest.raises(TableNotCreated, match=f"{target} holds files but no Delta table"):
-        retry_on_conflict(lambda: create_table_if_absent(spark, str(target), TARGET_SCHEMA), "creating the target")
+        create_table_if_absent(spark, str(target), TARGET_SCHEMA, TABLE_PROPERTIES)
 
 
-def test_the_creation_race_delta_reports_is_recognised_on_each_pyspark(spark):
-    """A managed table's non-empty folder raises the race's own condition (its message is the same)."""
-    from spark_jobs.load import create_table_if_absent
+def test_the_creation_race_delta_reports_is_recognised_on_each_pyspark(spark, monkeypatch):
+    """A managed table's non-empty folder raises the race's own condition (its message is the same), tried
+    again until the tries are spent."""
+    pauses = []
+    monkeypatch.setattr("spark_jobs.tables.time", SimpleNamespace(sleep=pauses.append))
 
     name = f"begun_{uuid.uuid4().hex[:8]}"
     folder = Path(conf_get(spark, "spark.sql.warehouse.dir").removeprefix("file:")) / name
@@ -267,9 +288,10 @@ def test_the_creation_race_delta_reports_is_recognised_on_each_pyspark(spark):
     (folder / "part-00000-begun.parquet").write_bytes(b"written by the other creator before its first commit")
     try:
         with pytest.raises(Exception, match="is not empty and also not a Delta table") as raised:
-            create_table_if_absent(spark, f"default.{name}", TARGET_SCHEMA)
+            create_table_if_absent(spark, f"default.{name}", TARGET_SCHEMA, TABLE_PROPERTIES)
     finally:
         shutil.rmtree(folder)
+    assert len(pauses) == COMMIT_ATTEMPTS - 1
 
     assert error_condition(raised.value) == "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"
     assert _is_conflict(raised.value)
@@ -280,17 +302,21 @@ def test_ten_batches_write_their_audit_records_at_once(spark, tables, caplog):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from spark_jobs.load import ensure_audit_table, upsert_audit
+    from spark_jobs.contracts import BatchStatus, JobMetrics, Result
+    from spark_jobs.load import AuditRecord, ensure_audit_table, upsert_audit
+
+    def record(batch_id: str, status: BatchStatus, rows_read: int) -> AuditRecord:
+        return AuditRecord(JobMetrics(Result.SUCCEEDED, batch_id, status=status, rows_read=rows_read))
 
     ensure_audit_table(spark, tables.audit)
-    upsert_audit(spark, {"batch_id": "earlier", "status": "merged", "rows_read": 1}, tables.audit)
+    upsert_audit(spark, record("earlier", BatchStatus.MERGED, 1), tables.audit)
     ready = threading.Barrier(10)
     written: dict[str, tuple[float, float]] = {}
 
     def write(n: int) -> None:
         ready.wait()
         began = time.monotonic()
-        upsert_audit(spark, {"batch_id": f"batch-{n}", "status": "staged", "rows_read": n}, tables.audit)
+        upsert_audit(spark, record(f"batch-{n}", BatchStatus.STAGED, n), tables.audit)
         written[f"batch-{n}"] = (began, time.monotonic())
 
     with caplog.at_level("INFO", logger="order_tracking"), ThreadPoolExecutor(max_workers=10) as pool:

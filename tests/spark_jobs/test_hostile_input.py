@@ -25,7 +25,7 @@ def test_odd_names_bytes_and_text_are_loaded_intact_or_rejected_with_a_reason(sp
     paths.append(write_csv(tmp_path, "latin1.csv", (HEADER + row("TRK7", "Stra\xdfe")).encode("latin-1")))
 
     metrics = stage_orders(
-        spark, [{"uri": str(p)} for p in paths], "hostile", tables.staging, tables.rejects, 1.0, None
+        spark, [{"uri": str(p)} for p in paths], "hostile", tables.staging, tables.rejects, tables.audit, 1.0
     )
 
     statuses = {item["uri"].rsplit("/", 1)[-1]: (item["status"], item["rows"]) for item in metrics["files"]}
@@ -63,7 +63,7 @@ def test_a_quote_inside_a_header_name_is_a_character_not_the_start_of_a_quoted_f
     clean = write_csv(tmp_path, "clean.csv", HEADER + row("TRK3"))
 
     metrics = stage_orders(
-        spark, [{"uri": str(stray)}, {"uri": str(clean)}], "stray", tables.staging, tables.rejects, 1.0, None
+        spark, [{"uri": str(stray)}, {"uri": str(clean)}], "stray", tables.staging, tables.rejects, tables.audit, 1.0
     )
 
     statuses = {item["uri"].rsplit("/", 1)[-1]: (item["status"], item["rows"]) for item in metrics["files"]}
@@ -76,7 +76,7 @@ def test_a_quote_inside_a_header_name_is_a_character_not_the_start_of_a_quoted_f
 def test_a_file_with_bare_cr_line_endings_throughout_loads_every_row(spark, tables):
     corpus = REPO / "tests" / "data" / "fuzz-corpus" / "bare-cr-line-endings-throughout.csv"
 
-    metrics = stage_orders(spark, [{"uri": str(corpus)}], "cr", tables.staging, tables.rejects, 1.0, None)
+    metrics = stage_orders(spark, [{"uri": str(corpus)}], "cr", tables.staging, tables.rejects, tables.audit, 1.0)
 
     assert (metrics["files"][0]["status"], metrics["rows_read"], metrics["rows_staged"]) == ("loaded", 2, 2)
     staged = {r["tracking_num"]: r["status"] for r in read(spark, tables.staging).collect()}

@@ -12,7 +12,9 @@ MIB = 1024 * 1024
 
 
 def _stage(spark, tables, paths, batch_id):
-    return stage_orders(spark, [{"uri": str(p)} for p in paths], batch_id, tables.staging, tables.rejects, 0.1, None)
+    return stage_orders(
+        spark, [{"uri": str(p)} for p in paths], batch_id, tables.staging, tables.rejects, tables.audit, 0.1
+    )
 
 
 def test_a_10_mb_field_is_loaded_intact(spark, tables, tmp_path):

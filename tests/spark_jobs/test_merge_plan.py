@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 from pyspark.sql import functions as F
 
-from spark_jobs.load import TimeBands
-from spark_jobs.merge_orders import profile_batch
+from spark_jobs.merge_plan import TimeBands, profile_batch
 from spark_jobs.session import spark_conf
 from spark_jobs.stage_orders import stage_orders
 from tests.conftest import SEED_FILES, seed_rows
@@ -48,7 +47,9 @@ def test_the_band_condition_keeps_instants_within_a_band_edges_included(spark):
 
 
 def test_the_profile_of_the_staged_seed_batch(spark, tables):
-    stage_orders(spark, [{"uri": str(path)} for path in SEED_FILES], "seed", tables.staging, tables.rejects)
+    stage_orders(
+        spark, [{"uri": str(path)} for path in SEED_FILES], "seed", tables.staging, tables.rejects, tables.audit
+    )
     profile = profile_batch(read(spark, tables.staging).where(F.col("_batch_id") == "seed"))
 
     rows = seed_rows()

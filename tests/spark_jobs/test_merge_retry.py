@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from order_tracking_load.settings import Tables
-from spark_jobs import merge_orders as merge_module
+from spark_jobs import load as load_module
 from spark_jobs.cli import OrderLoadError
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.stage_orders import stage_orders
@@ -21,16 +21,16 @@ def _merge(spark, tables: Tables, batch_id: str) -> dict:
 
 def test_a_retry_after_the_target_merge_committed_reports_what_the_batch_changed(spark, tables, monkeypatch):
     stage_orders(
-        spark, [{"uri": str(p)} for p in SEED_FILES[:2]], "batch", tables.staging, tables.rejects, 0.1, tables.audit
+        spark, [{"uri": str(p)} for p in SEED_FILES[:2]], "batch", tables.staging, tables.rejects, tables.audit, 0.1
     )
-    real_insert = merge_module.insert_new_history
+    real_insert = load_module.insert_new_history
 
     def dies_after_its_commit(*args, **kwargs):
         real_insert(*args, **kwargs)
         raise RuntimeError("injected: the driver died after the history insert committed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(merge_module, "insert_new_history", dies_after_its_commit)
+        patch.setattr(load_module, "insert_new_history", dies_after_its_commit)
         with pytest.raises(RuntimeError, match="injected"):
             _merge(spark, tables, "batch")
     retried = _merge(spark, tables, "batch")
@@ -57,14 +57,14 @@ def test_a_reconciliation_that_fails_after_the_commit_is_recorded_and_a_retry_fi
     spark, tables, monkeypatch
 ):
     """The check runs after the irreversible MERGE: its alarm must outlive the try, and the batch must finish."""
-    stage_orders(spark, [{"uri": str(SEED_FILES[0])}], "alarm", tables.staging, tables.rejects, 0.1, tables.audit)
-    real_compare = merge_module.compare_with_target
+    stage_orders(spark, [{"uri": str(SEED_FILES[0])}], "alarm", tables.staging, tables.rejects, tables.audit, 0.1)
+    real_compare = load_module.compare_with_target
 
     def one_key_missing(*args, **kwargs):
         return {**real_compare(*args, **kwargs), "missing": 1}
 
     with monkeypatch.context() as patch:
-        patch.setattr(merge_module, "compare_with_target", one_key_missing)
+        patch.setattr(load_module, "compare_with_target", one_key_missing)
         with pytest.raises(OrderLoadError, match="does not reconcile") as failure:
             _merge(spark, tables, "alarm")
     assert "The MERGE committed; the audit record says merge_unreconciled." in str(failure.value)

@@ -13,7 +13,7 @@ from functools import reduce
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 
-import spark_jobs.stage_orders as stage_module
+from spark_jobs import reading
 from spark_jobs.stage_orders import stage_orders
 from tests.spark_jobs.helpers import HEADER, read, write_csv
 
@@ -33,7 +33,9 @@ def _files(directory):
 
 
 def _stage(spark, root, files, batch="identity") -> tuple[list, list]:
-    stage_orders(spark, [{"uri": str(f)} for f in files], batch, f"{root}/staging", f"{root}/rejects", 0.5)
+    stage_orders(
+        spark, [{"uri": str(f)} for f in files], batch, f"{root}/staging", f"{root}/rejects", f"{root}/audit", 0.5
+    )
 
     def rows(table):
         frame = read(spark, table)
@@ -63,7 +65,7 @@ def test_staged_and_rejected_rows_do_not_depend_on_partition_packing(spark, tmp_
 
     # No rows kept, and the counting action packs the files otherwise than the writes do: there, each file
     # is read by a scan of its own, last file first, so every file starts a partition of its own.
-    parse_batch, record_counts = stage_module.parse_batch, stage_module.record_counts
+    parse_batch, record_counts = reading.parse_batch, reading.record_counts
     batch_files = []
 
     def remember_files(spark, files):
@@ -77,8 +79,8 @@ def test_staged_and_rejected_rows_do_not_depend_on_partition_packing(spark, tmp_
     with monkeypatch.context() as serverless:
         # The session's own DataFrame class: on PySpark 4 the classic DataFrame overrides the abstract one's persist.
         serverless.setattr(type(spark.range(1)), "persist", _refuse_persist)
-        serverless.setattr(stage_module, "parse_batch", remember_files)
-        serverless.setattr(stage_module, "record_counts", count_packed_otherwise)
+        serverless.setattr(reading, "parse_batch", remember_files)
+        serverless.setattr(reading, "record_counts", count_packed_otherwise)
         unkept = _stage(spark, tmp_path / "unkept-repacked", files)
     assert len(_REFUSED) == 1  # the stage really kept no rows
     assert unkept == (staged, rejected)

@@ -14,7 +14,7 @@ from tests.spark_jobs.helpers import read
 
 def _stage(spark, tables, files):
     return stage_orders(
-        spark, [{"uri": str(p)} for p in files], "b1", tables.staging, tables.rejects, 0.1, tables.audit
+        spark, [{"uri": str(p)} for p in files], "b1", tables.staging, tables.rejects, tables.audit, 0.1
     )
 
 

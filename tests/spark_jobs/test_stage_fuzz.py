@@ -103,7 +103,9 @@ def test_every_hostile_file_is_loaded_or_rejected_with_a_reason_and_the_rows_rec
         path.write_bytes(content)
         paths.append(path)
 
-    metrics = stage_orders(spark, [{"uri": str(p)} for p in paths], "fuzz", tables.staging, tables.rejects, 1.0, None)
+    metrics = stage_orders(
+        spark, [{"uri": str(p)} for p in paths], "fuzz", tables.staging, tables.rejects, tables.audit, 1.0
+    )
 
     files = {item["uri"]: item for item in metrics["files"]}
     assert len(files) == len(paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs import stage_orders as stage_module
+from spark_jobs import reading
 from spark_jobs.cli import OrderLoadError
 from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS
 from spark_jobs.stage_orders import stage_orders
@@ -20,7 +20,7 @@ def _row(n: int, address: str = "1 Elm St") -> str:
 
 def _stage(spark, tables, uris, batch_id, limit=0.1):
     return stage_orders(
-        spark, [{"uri": uri} for uri in uris], batch_id, tables.staging, tables.rejects, limit, tables.audit
+        spark, [{"uri": uri} for uri in uris], batch_id, tables.staging, tables.rejects, tables.audit, limit
     )
 
 
@@ -52,7 +52,7 @@ def test_files_that_cannot_be_read_are_rejected_whole_and_the_rest_of_the_batch_
         {"uri": "gs://bucket/input//double.csv"},
     ]
 
-    metrics = stage_orders(spark, inputs, "contained", tables.staging, tables.rejects, 1.0, tables.audit)
+    metrics = stage_orders(spark, inputs, "contained", tables.staging, tables.rejects, tables.audit, 1.0)
 
     reasons = {f["uri"].rsplit("/", 1)[-1]: (f["status"], f["reason"]) for f in metrics["files"]}
     unparsable = (
@@ -97,13 +97,13 @@ def test_a_file_changed_while_it_was_read_is_rejected_whole(spark, tables, tmp_p
     """The header is read first and the records after: a file rewritten in between is not loaded from two versions."""
     steady = write_csv(tmp_path, "steady.csv", HEADER + _row(1))
     rewritten = write_csv(tmp_path, "rewritten.csv", HEADER + _row(2))
-    counted = stage_module.record_counts
+    counted = reading.record_counts
 
     def rewrite_then_count(parsed):
         rewritten.write_text("tracking_num,status\nTRK0009,Lost\nTRK0010,Lost\n")
         return counted(parsed)
 
-    monkeypatch.setattr(stage_module, "record_counts", rewrite_then_count)
+    monkeypatch.setattr(reading, "record_counts", rewrite_then_count)
     metrics = _stage(spark, tables, [str(steady), str(rewritten)], "rewritten", limit=1.0)
 
     reasons = {f["uri"].rsplit("/", 1)[-1]: (f["status"], f["reason"]) for f in metrics["files"]}
@@ -188,7 +188,7 @@ def test_a_batch_staged_again_after_its_files_moved_reads_them_there_and_keeps_i
     ]
 
     def stage():
-        metrics = stage_orders(spark, inputs, "cleared", tables.staging, tables.rejects, 1.0, tables.audit)
+        metrics = stage_orders(spark, inputs, "cleared", tables.staging, tables.rejects, tables.audit, 1.0)
         rejects = [(r["line_number"], r["reason"]) for r in read(spark, tables.rejects).collect()]
         staged = [(r["tracking_num"], r["_source_file"]) for r in read(spark, tables.staging).collect()]
         return metrics["files"], rejects, staged

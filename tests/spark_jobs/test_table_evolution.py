@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
-from spark_jobs.load import AUDIT_SCHEMA, create_table_if_absent
+from spark_jobs.load import AUDIT_SCHEMA, TABLE_PROPERTIES
 from spark_jobs.schema import KEY, TARGET_SCHEMA
+from spark_jobs.tables import create_table_if_absent
 from tests.conftest import SEED_FILES, expected_latest, typed_business_row
 from tests.spark_jobs.helpers import BUSINESS, load_batch, read
 
@@ -17,8 +18,9 @@ def _without(schema: T.StructType, name: str) -> T.StructType:
 def test_target_history_and_audit_gain_the_columns_their_schema_adds(spark, tables):
     # As an earlier version would have created them: no address in target and history, no re-delivery count.
     for identifier in (tables.target, tables.history):
-        create_table_if_absent(spark, identifier, _without(TARGET_SCHEMA, "address"), cluster_by=KEY)
-    create_table_if_absent(spark, tables.audit, _without(AUDIT_SCHEMA, "files_redelivered"), partition_by="batch_id")
+        create_table_if_absent(spark, identifier, _without(TARGET_SCHEMA, "address"), TABLE_PROPERTIES, cluster_by=KEY)
+    audit = _without(AUDIT_SCHEMA, "files_redelivered")
+    create_table_if_absent(spark, tables.audit, audit, TABLE_PROPERTIES, partition_by="batch_id")
 
     staged, merged = load_batch(spark, tables, SEED_FILES, "after-the-column")
 
