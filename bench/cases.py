@@ -10,7 +10,8 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,24 +21,23 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from bench.original import damage, original_load, original_target
-from bench.workload import HEADER, BatchShape, target_frame, write_csv_files
-from spark_jobs.load import KeyRange, ensure_current_state_tables, merge_latest, table_version
+from bench.workload import HEADER, BatchShape, delta_sql, table_version, target_frame, write_csv_files
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.schema import (
     BATCH_ID,
+    EVENT_CONTENT,
     EVENT_TIME,
     INGESTED_AT,
     KEY,
     LINE_NUMBER,
     ORDER_COLUMNS,
     RESCUED_DATA,
+    ROWS_COLLAPSED,
     SOURCE_FILE,
+    SUPERSEDED_EVENTS,
     TARGET_COLUMNS,
 )
-from spark_jobs.session import spark_conf
-from spark_jobs.stage_orders import STAGING_PROPERTIES, stage_orders
-from spark_jobs.tables import replace_batch, table_sql
-from spark_jobs.transform import collapse_to_latest
+from spark_jobs.stage_orders import stage_orders
 
 BATCH_FILES = 8  # CSV files per batch: a few per core, as a day's drops would be
 HISTORY_EVENTS = 5  # events per order in the starting history (--history-events)
@@ -135,13 +135,13 @@ def work_counted(spark: SparkSession, tables: Tables, names: tuple[str, ...], la
 def restore(spark: SparkSession, path: str, to_version: int) -> None:
     """Put the table back to ``to_version`` unless it is there already."""
     if table_version(spark, path) != to_version:
-        spark.sql(f"RESTORE TABLE {table_sql(path)} TO VERSION AS OF {to_version}")
+        spark.sql(f"RESTORE TABLE {delta_sql(path)} TO VERSION AS OF {to_version}")
 
 
 def last_merge_metrics(spark: SparkSession, path: str) -> dict[str, int]:
     """The operation metrics of the table's newest MERGE commit."""
     row = (
-        spark.sql(f"DESCRIBE HISTORY {table_sql(path)}").where("operation = 'MERGE'").orderBy(F.desc("version")).first()
+        spark.sql(f"DESCRIBE HISTORY {delta_sql(path)}").where("operation = 'MERGE'").orderBy(F.desc("version")).first()
     )
     metrics = row["operationMetrics"]
     return {name: int(metrics.get(name, 0)) for name in MERGE_METRICS}
@@ -196,7 +196,7 @@ def build_ours(
     generation after another as batches append them.
     """
     target, history = tables.path("target"), tables.path("history")
-    ensure_current_state_tables(spark, target, history)
+    create_tables(spark, tables)
     frame = target_frame(spark, rows, math.ceil(rows / rows_per_file))
     for older in range(history_events - 1, 0, -1):
         earlier = F.col(EVENT_TIME) - F.make_dt_interval(F.lit(older))
@@ -204,6 +204,15 @@ def build_ours(
     for path in (target, history):
         frame.write.format("delta").mode("append").save(path)
     return {"target": table_version(spark, target), "history": table_version(spark, history)}
+
+
+def create_tables(spark: SparkSession, tables: Tables) -> None:
+    """Our tables as the jobs create them: an empty batch (a header-only file) staged and merged."""
+    empty = tables.root / "empty" / "header_only.csv"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_text(",".join(HEADER) + "\n", encoding="utf-8")
+    stage(spark, tables, [str(empty)], "create-tables")
+    merge(spark, tables, "create-tables")
 
 
 def build_baseline(spark: SparkSession, path: str, rows: int, rows_per_file: int) -> int:
@@ -230,7 +239,7 @@ def stage(spark: SparkSession, tables: Tables, paths: list[str], batch_id: str) 
         batch_id,
         tables.path("staging"),
         tables.path("rejects"),
-        audit_table=tables.path("audit"),
+        tables.path("audit"),
     )
 
 
@@ -248,11 +257,11 @@ def merge(spark: SparkSession, tables: Tables, batch_id: str) -> dict:
 
 def baseline_merge(spark: SparkSession, staging: str, batch_id: str, target: str) -> None:
     """A plain key-equality MERGE of the staged batch: no key-range predicate, no newer-only guard."""
-    spark.sql(f"SELECT * FROM {table_sql(staging)}").where(F.col("_batch_id") == batch_id).select(
+    spark.sql(f"SELECT * FROM {delta_sql(staging)}").where(F.col("_batch_id") == batch_id).select(
         *TARGET_COLUMNS
     ).createOrReplaceTempView("bench_source")
     spark.sql(
-        f"MERGE INTO {table_sql(target)} AS t USING bench_source AS s ON t.{KEY} = s.{KEY} "
+        f"MERGE INTO {delta_sql(target)} AS t USING bench_source AS s ON t.{KEY} = s.{KEY} "
         "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
     )
 
@@ -442,10 +451,12 @@ def contract_minimum(spark: SparkSession, paths: list[str], staging: str, batch_
     """The least any stage job under the contract does: no validation, no per-file counts, rejects or audit.
 
     It reads the files once as the stage job must (typed, quoted line breaks allowed, so a file is not
-    split), collapses each key to its latest event with the earlier ones nested, and replaces the batch's
-    partition of a Delta staging table, as the stage job's own staging write does.
+    split), keeps each key's latest event (time, then content) with all its events nested, and replaces
+    the batch's partition of a Delta staging table. Written here with plain Spark, in one aggregation:
+    not the stage job's own code.
     """
-    rows = (
+    event = F.struct(*TARGET_COLUMNS)
+    collapsed = (
         spark.read.schema(FLOOR_SCHEMA)
         .options(header=True, multiLine=True)
         .csv(paths)
@@ -457,8 +468,18 @@ def contract_minimum(spark: SparkSession, paths: list[str], staging: str, batch_
             F.lit(batch_id).alias(BATCH_ID),
             F.current_timestamp().alias(INGESTED_AT),
         )
+        .groupBy(KEY)
+        .agg(
+            F.max_by(event, F.struct(EVENT_TIME, *EVENT_CONTENT)).alias("latest"),
+            F.collect_list(event).alias(SUPERSEDED_EVENTS),
+            (F.count(F.lit(1)) - 1).cast("int").alias(ROWS_COLLAPSED),
+        )
+        .select("latest.*", SUPERSEDED_EVENTS, ROWS_COLLAPSED)
     )
-    replace_batch(collapse_to_latest(rows), staging, BATCH_ID, batch_id, "{}", STAGING_PROPERTIES)
+    writer = collapsed.write.format("delta").mode("overwrite").option("replaceWhere", f"{BATCH_ID} = '{batch_id}'")
+    if not Path(staging).exists():
+        writer = writer.partitionBy(BATCH_ID).option("delta.dataSkippingNumIndexedCols", "0")
+    writer.save(staging)
 
 
 def spark_floor(spark: SparkSession, paths: list[str], out: str) -> None:
@@ -590,19 +611,16 @@ def small_files(spark: SparkSession, root: Path, total_rows: int, file_count: in
 def experiments(
     spark: SparkSession, root: Path, rows: int, batch_rows: int, repeats: int, rows_per_file: int
 ) -> list[dict]:
-    """The target MERGE (``merge_latest``, as the job runs it) under each layout and setting we tried."""
+    """The merge job under each layout and setting we tried; its target MERGE's own time is in the metrics."""
     tables = Tables(root / f"experiments_{rows}")
     built = build_ours(spark, tables, rows, rows_per_file)
-    target = tables.path("target")
+    target, history = tables.path("target"), tables.path("history")
     paths = write_batch(root, BatchShape(rows, batch_rows))
     stage(spark, tables, paths, "exp")
-    batch = spark.read.format("delta").load(tables.path("staging")).where(F.col("_batch_id") == "exp")
-    key_range = KeyRange(*staged_key_range(spark, tables, "exp"))
 
     def run(
         name: str,
         note: str,
-        key_range: KeyRange = key_range,
         conf: dict[str, str] | None = None,
         setup: str = "",
         table: str = target,
@@ -611,12 +629,13 @@ def experiments(
 
         def prepare(run: int) -> None:
             restore(spark, table, start)
+            restore(spark, history, built["history"])
             if setup:
-                spark.sql(setup.format(target=table_sql(table)))
+                spark.sql(setup.format(target=delta_sql(table)))
 
-        def action(_: None) -> dict[str, int]:
-            with spark_conf(spark, conf or {}):
-                return merge_latest(batch, table, key_range)
+        def action(_: None) -> dict:
+            with session_conf(spark, conf or {}):
+                return merge_orders(spark, "exp", tables.path("staging"), table, history, tables.path("audit"))
 
         runs = side_by_side(repeats, Side(name, action, prepare, merge_metrics_of(spark, table)))[name]
         return {
@@ -630,7 +649,6 @@ def experiments(
     dv_off = "ALTER TABLE {target} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
     results = [
         run("kept: clustered, deletion vectors, key-range predicate", "the shipped settings"),
-        run("no key-range predicate", "ON t.key = s.key only", KeyRange("", "\uffff")),
         run("no deletion vectors", "copy-on-write rewrite of touched files", setup=dv_off),
         run(
             "optimized writes + auto-compaction",
@@ -651,9 +669,10 @@ def experiments(
             )
         )
     # Layout: the same rows, files not sorted by key (as appends in arrival order would leave them).
-    shuffled = tables.path("target_unsorted")
-    ensure_current_state_tables(spark, shuffled, tables.path("history_unsorted"))
+    unsorted = Tables(root / f"experiments_{rows}_unsorted")
+    create_tables(spark, unsorted)
     files = math.ceil(rows / rows_per_file)
+    shuffled = unsorted.path("target")
     target_frame(spark, rows, files).repartition(files).write.format("delta").mode("append").save(shuffled)
     results.append(
         run(
@@ -664,7 +683,7 @@ def experiments(
         )
     )
     # Layout: OPTIMIZE (liquid clustering by key) of the kept layout into Delta's default file size.
-    spark.sql(f"OPTIMIZE {table_sql(target)}")
+    spark.sql(f"OPTIMIZE {delta_sql(target)}")
     results.append(
         run(
             "layout: OPTIMIZE (liquid clustering) to default file size",
@@ -673,6 +692,22 @@ def experiments(
         )
     )
     return results
+
+
+@contextmanager
+def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """The session's settings changed to ``conf`` for the block, then put back."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def to_json(results: dict, path: Path) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from bench.workload import HEADER
+from bench.workload import HEADER, delta_sql
 from spark_jobs.schema import EVENT_TIME, KEY
-from spark_jobs.tables import table_sql
 
 
 def original_target(target: DataFrame) -> DataFrame:
@@ -32,7 +31,7 @@ def original_load(spark: SparkSession, paths: list[str], staging: str, target: s
         .save(staging)
     )
     spark.sql(
-        f"MERGE INTO {table_sql(target)} AS t USING {table_sql(staging)} AS s "
+        f"MERGE INTO {delta_sql(target)} AS t USING {delta_sql(staging)} AS s "
         f"ON t.{KEY} = s.{KEY} WHEN MATCHED THEN DELETE"
     )
     spark.read.format("delta").load(staging).write.format("delta").mode("append").option("mergeSchema", True).save(

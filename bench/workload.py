@@ -132,3 +132,13 @@ def target_frame(spark: SparkSession, rows: int, files: int) -> DataFrame:
         F.lit("bench-target").alias("_batch_id"),
         F.lit(BASE_TIME).cast("timestamp").alias("_ingested_at"),
     )
+
+
+def delta_sql(path: str) -> str:
+    """A path-based Delta table as SQL names it."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    """A Delta table's current version."""
+    return int(spark.sql(f"DESCRIBE HISTORY {delta_sql(path)} LIMIT 1").first()["version"])
