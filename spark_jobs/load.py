@@ -178,9 +178,9 @@ def upsert_audit(spark: SparkSession, record: AuditRecord, audit: str) -> None:
 
     The table must exist with its current columns (``ensure_audit_table``).
     """
-    batch_id, status = record.metrics.batch_id, record.row()["status"]
-    note = json.dumps({"batch_id": batch_id, "status": status})
-    replace_batch(spark.createDataFrame([record.row()], AUDIT_SCHEMA), audit, "batch_id", batch_id, note)
+    row, batch_id = record.row(), record.metrics.batch_id
+    note = json.dumps({"batch_id": batch_id, "status": row["status"]})
+    replace_batch(spark.createDataFrame([row], AUDIT_SCHEMA), audit, "batch_id", batch_id, note)
 
 
 @dataclass(frozen=True)
