@@ -24,6 +24,7 @@ LOG = logging.getLogger("order_tracking")
 RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
 RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
 _CORRUPT = "_corrupt_record"
+_READER_COLUMNS = frozenset({_CORRUPT, "_metadata"})  # the reader's own names, as Spark folds them
 _GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
@@ -251,10 +252,12 @@ def changed_while_read(spark: SparkSession, files: list[InputFile]) -> list[Inpu
 def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
     """Read-schema names: the header's own fields, so Spark's header check agrees with it and stays quiet.
 
-    Positional names (``_c0`` ...) where the fields could not name a schema: blank, or equal but for case.
+    Positional names (``_c0`` ...) where the fields could not name a schema: blank, equal but for case, or
+    one of the reader's own columns (its corrupt-record column, the hidden ``_metadata``), which a data
+    column of that name would collide with or shadow (Spark resolves names without case).
     """
     folded = [cell.lower() for cell in header_cells]
-    if all(header_cells) and len(set(folded)) == len(folded):
+    if all(header_cells) and len(set(folded)) == len(folded) and not _READER_COLUMNS.intersection(folded):
         return list(header_cells)
     return [f"_c{i}" for i in range(len(header_cells))]
 

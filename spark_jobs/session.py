@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ GCS_ENDPOINT = Setting(
 SPARK_LOG_LEVEL = Setting("ORDER_TRACKING_SPARK_LOG_LEVEL", "WARN", "log level of the local session's JVM")
 # What the local session reads, in the order docs/CONFIGURATION.md lists them.
 LOCAL_SPARK_SETTINGS = (SPARK_MASTER, SHUFFLE_PARTITIONS, DRIVER_MEMORY, SPARK_JARS, GCS_ENDPOINT, SPARK_LOG_LEVEL)
+# Spark SQL's ``${...}`` substitution in statement text: off in every session the jobs run in.
+VARIABLE_SUBSTITUTION = "spark.sql.variable.substitute"
 
 
 def get_spark(app_name: str = "order-tracking") -> SparkSession:
@@ -55,6 +58,10 @@ def get_spark(app_name: str = "order-tracking") -> SparkSession:
             else build_local_session(app_name)
         )
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # No ``${...}`` in a statement is ever a variable: values from files reach SQL only as ``sql_string``
+    # literals, which hold no ``$``, and this makes sure. Compute that refuses the option keeps that guarantee.
+    with contextlib.suppress(PySparkException):
+        spark.conf.set(VARIABLE_SUBSTITUTION, "false")
     return spark
 
 
@@ -142,6 +149,7 @@ def build_local_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS.read())
         .config("spark.sql.session.timeZone", "UTC")
+        .config(VARIABLE_SUBSTITUTION, "false")
         # Small local tables: a Delta snapshot is rebuilt over 2 partitions, not the default 50.
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")

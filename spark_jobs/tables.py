@@ -51,6 +51,7 @@ class TableNotCreated(RuntimeError):
 
 COMMIT_ATTEMPTS = 8
 _ESCAPED_LITERALS = "spark.sql.parser.escapedStringLiterals"
+_LITERAL_SAFE = re.compile(r"[A-Za-z0-9 _.:-]")
 _Result = TypeVar("_Result")
 
 
@@ -70,8 +71,19 @@ def table_sql(identifier: str) -> str:
 
 
 def sql_string(value: str) -> str:
-    """A SQL string literal for ``value``, as Spark parses it with its default escapes (backslash escapes on)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A SQL string literal for ``value`` in which nothing is interpreted: every character but letters, digits,
+    space and ``-_.:`` is written as a ``\\uXXXX`` escape (a character beyond the BMP as its UTF-16 pair).
+
+    So no quote, backslash or ``${`` (Spark SQL's variable substitution, applied to the statement's text
+    before it is parsed) is ever in the text, whatever ``value`` holds. Spark parses the escapes with its
+    default settings (``spark.sql.parser.escapedStringLiterals`` off; ``merge_into`` pins it).
+    """
+    return "'" + "".join(char if _LITERAL_SAFE.fullmatch(char) else _escape(char) for char in value) + "'"
+
+
+def _escape(char: str) -> str:
+    units = char.encode("utf-16-be")
+    return "".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
 
 
 def read_table(spark: SparkSession, identifier: str, version: int | None = None) -> DataFrame:
