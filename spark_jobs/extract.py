@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import reduce
 from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
@@ -24,8 +25,11 @@ LOG = logging.getLogger("order_tracking")
 RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
 RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
 _CORRUPT = "_corrupt_record"
+# Spark's file sources expand a path holding ``[ ] { } * ? \\`` as a glob unless told not to (the option
+# its own streaming source reads exact files with): a name is read as written, whatever it holds.
+EXACT_PATHS = "__globPaths__"
+_GLOB_CHARS = re.compile(r"[\[\]{}*?\\]")  # what makes Hadoop's Path look like a glob (SparkHadoopUtil.isGlobPath)
 _READER_COLUMNS = frozenset({_CORRUPT, "_metadata"})  # the reader's own names, as Spark folds them
-_GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
 _HEAD_READERS = 16  # files whose head the driver reads at once (object stores answer slowly, not busily)
@@ -52,6 +56,10 @@ UNPARSABLE = (
 _FILE_FAULTS = (
     (("FileNotFoundException", "PATH_NOT_FOUND"), GONE),
     (("TextParsingException",), UNPARSABLE),
+    (
+        ("URISyntaxException",),
+        "its name is not one this file system can address (Hadoop reads a name as a URI): rename it",
+    ),
     (
         ("GZIP encoded",),
         "stored gzip-encoded (Content-Encoding: gzip), which the reader does not decompress: upload it uncompressed",
@@ -106,11 +114,6 @@ def unaddressable(path: str) -> str | None:
     if any(segment in ("", ".", "..") for segment in segments):
         return "its name holds an empty, '.' or '..' path segment (such as '//'), which Hadoop file systems cannot read"
     return None
-
-
-def escape_glob(path: str) -> str:
-    """Escape Hadoop glob characters so that a file name like ``a[1].csv`` is read literally."""
-    return _GLOB_CHARS.sub(r"\\\1", path)
 
 
 def has_driver_jvm(spark: SparkSession) -> bool:
@@ -168,7 +171,8 @@ def _read_head_spark(spark: SparkSession, path: str, head_bytes: int) -> tuple[i
     try:
         listed = (
             spark.read.format("binaryFile")
-            .load(escape_glob(path))
+            .option(EXACT_PATHS, "false")
+            .load(path)
             .select("path", "length", F.unix_millis("modificationTime").alias("modified"), head.alias("head"))
             .collect()
         )
@@ -277,28 +281,33 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     schema = T.StructType(
         [T.StructField(name, T.StringType()) for name in names] + [T.StructField(_CORRUPT, T.StringType())]
     )
-    return (
-        spark.read.schema(schema)
-        .options(
-            header=True,
-            enforceSchema=True,
-            multiLine=True,
-            mode="PERMISSIVE",
-            columnNameOfCorruptRecord=_CORRUPT,
-            quote='"',
-            escape='"',
-            encoding="UTF-8",
-            maxCharsPerColumn=field_chars,
-            maxColumns=MAX_RECORD_FIELDS,
-        )
-        .csv([escape_glob(item.path) for item in files])
-        .select(
-            *[F.col("`" + name.replace("`", "``") + "`").alias(f"_c{i}") for i, name in enumerate(names)],
-            F.col(_CORRUPT).alias(RAW_TEXT),
-            # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
-            F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
-            F.monotonically_increasing_id().alias(RECORD_ID),
-        )
+    reader = spark.read.schema(schema).options(
+        header=True,
+        enforceSchema=True,
+        multiLine=True,
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord=_CORRUPT,
+        quote='"',
+        escape='"',
+        encoding="UTF-8",
+        maxCharsPerColumn=field_chars,
+        maxColumns=MAX_RECORD_FIELDS,
+    )
+    # One read lists many paths when none looks like a glob; a path that does is read alone, as written:
+    # with globbing off, Spark's DataSource.checkAndGlobPathIfNecessary expands each such path to every
+    # path of its read (Spark 3.5 to 4.2), which would read the other files again.
+    paths = [item.path for item in files]
+    plain = [path for path in paths if not _GLOB_CHARS.search(path)]
+    reads = ([plain] if plain else []) + [[path] for path in paths if _GLOB_CHARS.search(path)]
+    columns = [
+        *[F.col("`" + name.replace("`", "``") + "`").alias(f"_c{i}") for i, name in enumerate(names)],
+        F.col(_CORRUPT).alias(RAW_TEXT),
+        # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
+        F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
+    ]
+    frames = [reader.option(EXACT_PATHS, "false").csv(read).select(*columns) for read in reads]
+    return reduce(lambda left, right: left.unionByName(right), frames).withColumn(
+        RECORD_ID, F.monotonically_increasing_id()
     )
 
 

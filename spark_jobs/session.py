@@ -152,6 +152,9 @@ def build_local_session(
         .config(VARIABLE_SUBSTITUTION, "false")
         # Small local tables: a Delta snapshot is rebuilt over 2 partitions, not the default 50.
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # Local files through the raw file system: the checksummed one builds a ``.crc`` sibling's path from
+        # the file's name, which Hadoop parses as a URI, so a name holding a colon could not be read.
+        .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")

@@ -46,6 +46,35 @@ def test_a_column_named_like_the_readers_own_is_an_unknown_column_kept_in_rescue
     assert staged == {"K1": f'{{"{extra}":"kept"}}', "K2": None}
 
 
+# 2. Object names
+
+
+def test_a_colon_in_a_file_name_is_read_by_its_exact_name(spark, tables, tmp_path):
+    colon = write_csv(tmp_path, "orders_2023-01-01T10:00:00.csv", HEADER + _row("K1"))
+
+    metrics = _stage(spark, tables, [colon], "colon")
+
+    assert _files(metrics) == {"orders_2023-01-01T10:00:00.csv": ("loaded", 1, 0)}
+    assert [r["_source_file"] for r in read(spark, tables.staging).collect()] == [f"file:{colon}"]
+
+
+def test_glob_characters_in_a_name_are_read_from_an_archive_folder_named_by_a_run_id(spark, tables, tmp_path):
+    """A cleared run reads its files where it moved them: a folder named by run id, colons and plus included."""
+    names = ["a[1].csv", "b{x,y}.csv", "c*.csv", "d?.csv", "e\\f.csv"]
+    listed = [write_csv(tmp_path / "input", name, HEADER + _row(f"K{i}")) for i, name in enumerate(names)]
+    archive = tmp_path / "archive" / "2026-11-20" / "15" / "manual__2026-11-20T15:00:00+00:00"
+    inputs = [{"uri": str(path), "archive_uri": str(archive / path.name)} for path in listed]
+    archive.mkdir(parents=True)
+    for path in listed:
+        path.rename(archive / path.name)
+
+    metrics = stage_orders(spark, inputs, "globs", tables.staging, tables.rejects, tables.audit, 1.0)
+
+    assert _files(metrics) == {name: ("loaded", 1, 0) for name in names}
+    staged = sorted(r["_source_file"] for r in read(spark, tables.staging).collect())
+    assert staged == sorted(f"file:{archive / name}" for name in names)
+
+
 # 4. A value became SQL
 
 
