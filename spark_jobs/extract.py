@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import re
 from collections.abc import Sequence
@@ -12,17 +13,19 @@ from dataclasses import dataclass, replace
 from functools import reduce
 from urllib.parse import unquote
 
+from pyspark import __version__ as _PYSPARK_VERSION
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import Manifest, ManifestFile
-from spark_jobs.headers import EMPTY_FILE, HEAD_BYTES, FileHeader, file_header
+from spark_jobs.headers import EMPTY_FILE, HEAD_BYTES, FileHeader, compression_of, count_records, file_header
 from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS, SOURCE_FILE
 
 LOG = logging.getLogger("order_tracking")
 RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
+BYTES_VALID = "_bytes_valid"  # every cell of the record is valid UTF-8 (a replaced byte and a real U+FFFD differ)
 RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
 _CORRUPT = "_corrupt_record"
 # Spark's file sources expand a path holding ``[ ] { } * ? \\`` as a glob unless told not to (the option
@@ -32,6 +35,10 @@ _GLOB_CHARS = re.compile(r"[\[\]{}*?\\]")  # what makes Hadoop's Path look like 
 _READER_COLUMNS = frozenset({_CORRUPT, "_metadata"})  # the reader's own names, as Spark folds them
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
+# The suffixes Hadoop's CompressionCodecFactory decompresses by (its built-in codecs; a test asks the JVM).
+DECOMPRESSED_SUFFIXES = (".gz", ".deflate", ".bz2", ".lz4", ".snappy", ".zst")
+COUNTED_BYTES = 64 * 1024 * 1024  # the most of a file the driver reads to count the records of a file Spark does not
+_SPARK_4 = int(_PYSPARK_VERSION.split(".")[0]) >= 4
 _HEAD_READERS = 16  # files whose head the driver reads at once (object stores answer slowly, not busily)
 
 
@@ -86,6 +93,7 @@ class InputFile:
     header: FileHeader
     generation: int | None = None
     modified: int | None = None
+    rows: int | None = None  # data records counted on the driver, for a file Spark does not read (None: not counted)
 
     def rejected(self, reason: str) -> InputFile:
         """This file rejected whole for ``reason``: its header keeps its text but no columns, so no record is used."""
@@ -123,6 +131,25 @@ def has_driver_jvm(spark: SparkSession) -> bool:
     except ImportError:  # Spark Connect's client libraries are absent: a classic session
         return True
     return not isinstance(spark, ConnectSession)
+
+
+def refused_name(path: str) -> str | None:
+    """Why Spark's file reader would not read the file ``path`` names as it is, or None: a name its file index
+    hides (``HadoopFSUtils.shouldFilterOutPathName``), or one whose suffix makes Hadoop decompress it
+    (``CompressionCodecFactory``, by name, whatever the bytes are). The contract takes uncompressed CSV."""
+    name = path.rsplit("/", 1)[-1]
+    shown = name.startswith(("_metadata", "_common_metadata"))
+    if not shown and ((name.startswith("_") and "=" not in name) or name.startswith(".")):
+        return f"its name starts with '{name[0]}', which Spark's file reader skips as hidden: rename it"
+    if name.endswith("._COPYING_"):
+        return "its name ends with '._COPYING_' (a copy in progress), which Spark's file reader skips: rename it"
+    suffix = next((suffix for suffix in DECOMPRESSED_SUFFIXES if name.endswith(suffix)), None)
+    if suffix:
+        return (
+            f"its name ends with '{suffix}', so Spark's reader would decompress it whatever its bytes are; "
+            "the contract takes uncompressed CSV: upload it decompressed, named without that suffix"
+        )
+    return None
 
 
 def read_head(spark: SparkSession, path: str, head_bytes: int = HEAD_BYTES) -> tuple[int, int, bytes]:
@@ -216,11 +243,31 @@ def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
         reason = file_fault(error)
         if reason is None:
             raise
-        return found.rejected(reason)
+        return found.rejected(refused_name(path) or reason)  # Spark Connect cannot list a hidden name either
     found = replace(found, path=path, size=size, modified=modified, header=file_header(head, size))
     if listed.size is not None and listed.size != size:
         return found.rejected(f"changed since it was listed: {listed.size} bytes then, {size} now")
-    return found
+    compression = compression_of(head)
+    refusal = refused_name(path) or (
+        f"{compression}-compressed content: the contract takes uncompressed CSV; upload it decompressed"
+        if compression
+        else None
+    )
+    if refusal:
+        found = found.rejected(refusal)
+    if found.header.cells:
+        return found
+    # Spark will not read it: its records are counted here, so that every row of the batch is accounted for.
+    return replace(found, rows=_count_records(spark, path, size, head))
+
+
+def _count_records(spark: SparkSession, path: str, size: int, head: bytes) -> int | None:
+    """The data records of a file Spark does not read, counted from its bytes (None past ``COUNTED_BYTES``)."""
+    if len(head) < size:
+        if size > COUNTED_BYTES:
+            return None
+        head = read_head(spark, path, size)[2]
+    return count_records(head)
 
 
 def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFile]:
@@ -260,9 +307,12 @@ def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
     one of the reader's own columns (its corrupt-record column, the hidden ``_metadata``), which a data
     column of that name would collide with or shadow (Spark resolves names without case).
     """
-    folded = [cell.lower() for cell in header_cells]
-    if all(header_cells) and len(set(folded)) == len(folded) and not _READER_COLUMNS.intersection(folded):
-        return list(header_cells)
+    # As the reader sees them: it reads one character a byte (``read_csv_records``).
+    as_read = [cell.encode("utf-8").decode("iso-8859-1") for cell in header_cells]
+    distinct = all(len({cell.lower() for cell in cells}) == len(cells) for cells in (header_cells, as_read))
+    reserved = _READER_COLUMNS.intersection(cell.lower() for cell in header_cells)
+    if all(header_cells) and distinct and not reserved:
+        return as_read
     return [f"_c{i}" for i in range(len(header_cells))]
 
 
@@ -289,7 +339,10 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
         columnNameOfCorruptRecord=_CORRUPT,
         quote='"',
         escape='"',
-        encoding="UTF-8",
+        # Bytes as read, one character each: each cell is decoded as UTF-8 below, where invalid bytes can be
+        # told from a real U+FFFD (a UTF-8 read replaces them with U+FFFD). The quote, the comma and the line
+        # breaks are ASCII, so the records are those of a UTF-8 read.
+        encoding="ISO-8859-1",
         maxCharsPerColumn=field_chars,
         maxColumns=MAX_RECORD_FIELDS,
     )
@@ -299,9 +352,15 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     paths = [item.path for item in files]
     plain = [path for path in paths if not _GLOB_CHARS.search(path)]
     reads = ([plain] if plain else []) + [[path] for path in paths if _GLOB_CHARS.search(path)]
+    cells = [_decoded(F.col("`" + name.replace("`", "``") + "`")) for name in names]
+    if cells:
+        # A CR that ends a record's last field is its line ending's (CRLF rows under an LF header).
+        last_text, last_valid = cells[-1]
+        cells[-1] = (F.regexp_replace(last_text, "\r\\z", ""), last_valid)
     columns = [
-        *[F.col("`" + name.replace("`", "``") + "`").alias(f"_c{i}") for i, name in enumerate(names)],
-        F.col(_CORRUPT).alias(RAW_TEXT),
+        *[text.alias(f"_c{i}") for i, (text, _) in enumerate(cells)],
+        _decoded(F.col(_CORRUPT))[0].alias(RAW_TEXT),
+        reduce(operator.and_, [valid for _, valid in cells], F.lit(True)).alias(BYTES_VALID),
         # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
         F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
     ]
@@ -309,6 +368,21 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     return reduce(lambda left, right: left.unionByName(right), frames).withColumn(
         RECORD_ID, F.monotonically_increasing_id()
     )
+
+
+def _decoded(cell: Column) -> tuple[Column, Column]:
+    """A cell read as ISO-8859-1 (one character a byte), decoded as UTF-8, and whether its bytes are valid
+    UTF-8 (true for a null cell). Invalid bytes decode to U+FFFD. An all-ASCII cell (as many characters as
+    UTF-8 bytes: a count Spark keeps) is its own text. Spark 4 has functions for it; Spark 3.5's ``decode``
+    replaces invalid bytes, so its bytes are valid when the text encodes back to them."""
+    ascii_only = F.octet_length(cell) == F.length(cell)
+    raw = F.encode(cell, "ISO-8859-1")
+    if _SPARK_4:
+        text, valid = F.call_function("make_valid_utf8", raw), F.call_function("is_valid_utf8", raw)
+    else:
+        text = F.decode(raw, "UTF-8")
+        valid = F.encode(text, "UTF-8") == raw
+    return F.when(ascii_only, cell).otherwise(text), F.coalesce(ascii_only | valid, F.lit(True))
 
 
 def read_manifest(spark: SparkSession, uri: str) -> Manifest:

@@ -6,14 +6,34 @@ Spark reads any record, so files can be grouped by header and read with a schema
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
+import lzma
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from spark_jobs.schema import MAX_COLUMNS, ORDER_COLUMNS, REQUIRED_COLUMNS, WHITE_SPACE
 
 HEAD_BYTES = 64 * 1024  # the most a header may take; the driver reads this much of each file
 _BOM = "\ufeff"
+# Compressed content, known by its first bytes, and how the driver decompresses it to count its records
+# (None: no codec in Python's standard library). Compressed bytes are not text: the head must also fail
+# to decode as UTF-8, so a CSV that happens to start with ``x^`` (a zlib header) is still a CSV.
+_COMPRESSED: tuple[tuple[bytes, str, Callable[[bytes], bytes] | None], ...] = (
+    (b"\x1f\x8b", "gzip", gzip.decompress),
+    (b"BZh", "bzip2", bz2.decompress),
+    (b"\xfd7zXZ\x00", "xz", lzma.decompress),
+    (b"\x28\xb5\x2f\xfd", "zstd", None),
+    (b"\x04\x22\x4d\x18", "lz4", None),
+    (b"PK\x03\x04", "zip", None),
+    (b"\x78\x01", "zlib", zlib.decompress),
+    (b"\x78\x5e", "zlib", zlib.decompress),
+    (b"\x78\x9c", "zlib", zlib.decompress),
+    (b"\x78\xda", "zlib", zlib.decompress),
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +44,7 @@ class FileHeader:
     error: str | None = None
     text: str = ""  # the header record as written, for the rejects table
     cells: tuple[str, ...] = ()  # the names untrimmed, as Spark's CSV reader sees them
+    data_follows: bool = False  # the file's head holds more than white space after the header record
 
     def position(self, name: str) -> int | None:
         """The 0-based position of a column, or None when the header lacks it."""
@@ -103,11 +124,60 @@ def file_header(head: bytes, size: int) -> FileHeader:
         first_line = head.decode("utf-8", errors="replace").splitlines()[0][:200] if head else ""
         return FileHeader(
             names=(),
-            error=f"the header does not end within {HEAD_BYTES // 1024} KiB: an unclosed quote, or not a CSV file",
+            error=(
+                f"the header does not end within its first {HEAD_BYTES // 1024} KiB (the contract's limit), "
+                "or a quote in it never closes"
+            ),
             text=first_line,
         )
     cells = header_cells(record)
     if cells is None:
         return FileHeader(names=(), error="the header is not one CSV record", text=record.removeprefix(_BOM)[:200])
     names = column_names(cells)
-    return FileHeader(names=names, error=header_problem(names), text=record.removeprefix(_BOM), cells=cells)
+    rest = head.decode("utf-8", errors="replace")[len(record) :]
+    return FileHeader(
+        names=names,
+        error=header_problem(names),
+        text=record.removeprefix(_BOM),
+        cells=cells,
+        data_follows=bool(rest.strip()),
+    )
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression ``head`` (a file's first bytes) starts with, or None for anything else (text included)."""
+    kind = _compressed(head)
+    return kind[1] if kind else None
+
+
+def _compressed(head: bytes) -> tuple[bytes, str, Callable[[bytes], bytes] | None] | None:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not merely a character cut at the head's end
+            return next((kind for kind in _COMPRESSED if head.startswith(kind[0])), None)
+    return None
+
+
+def count_records(data: bytes) -> int | None:
+    """The data records of a whole file's bytes, counted as Spark's reader counts them, for a file it does
+    not read: CSV records after the header, blank lines skipped, a quote open to the end one record.
+    Compressed content is counted after decompressing it; None where Python has no codec for it."""
+    kind = _compressed(data[:HEAD_BYTES])
+    if kind:
+        decompress = kind[2]
+        if decompress is None:
+            return None
+        try:
+            data = decompress(data)
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
+            return None
+    text = data.decode("utf-8", errors="replace").removeprefix(_BOM)
+    records = 0
+    rows = csv.reader(io.StringIO(text, newline=""), quotechar='"', strict=False)
+    try:
+        for row in rows:
+            records += bool(row)
+    except csv.Error:  # a quote open to the end of the file: the rest is one record
+        records += 1
+    return max(records - 1, 0)

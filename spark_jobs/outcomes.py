@@ -16,6 +16,8 @@ from spark_jobs.extract import InputError, InputFile
 TOP_REASONS = 3
 TOP_FILES = 3  # the files with most rows rejected that a reject-limit failure names
 _HASH_MASK = (1 << 64) - 1
+# A file whose head shows data after its header, of which Spark's reader returned nothing: never "loaded".
+NONE_READ = "Spark's reader returned none of its records, though it holds data after its header: rename it"
 
 
 @dataclass
@@ -56,7 +58,7 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
     A file is rejected whole when its header is unusable, or when its last record is rejected and spans
     several lines: a quote opened there never closed, and the rest of the file became that one record.
     """
-    outcomes = {item.path: FileOutcome(file=item) for item in files}
+    outcomes = {item.path: FileOutcome(file=item, rows=item.rows or 0) for item in files}
     last: dict[str, tuple[int, list[str], int | None]] = {}
     hashes: dict[str, list[int]] = {}
     for row in counts:
@@ -85,6 +87,8 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
         _, last_reasons, last_lines = last.get(path, (0, [], None))
         if header.error:
             outcome.reason = header.error
+        elif not outcome.rows and header.data_follows:
+            outcome.reason = NONE_READ
         elif last_reasons and last_lines and last_lines > 1:
             opened_on = outcome.rows + 1  # the last record's line: the header is line 1
             outcome.rows += last_lines - 1  # the swallowed lines are rows too

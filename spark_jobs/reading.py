@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.cli import LOG
 from spark_jobs.extract import (
+    BYTES_VALID,
     RAW_TEXT,
     RECORD_ID,
     InputFile,
@@ -41,6 +42,7 @@ _NO_RECORDS = T.StructType(
         T.StructField(SOURCE_FILE, T.StringType()),
         T.StructField(RECORD_ID, T.LongType()),
         T.StructField(RAW_TEXT, T.StringType()),
+        T.StructField(BYTES_VALID, T.BooleanType()),
     ]
 )
 

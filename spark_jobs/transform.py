@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import RAW_TEXT, RECORD_ID
+from spark_jobs.extract import BYTES_VALID, RAW_TEXT, RECORD_ID
 from spark_jobs.headers import FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
@@ -93,12 +93,13 @@ def _reason(condition: Column, message: str) -> Column:
 
 @dataclass(frozen=True)
 class Fields:
-    """A record as the validation rules see it: each order column's trimmed text and typed value, and
-    all its cells joined (for checks on the bytes)."""
+    """A record as the validation rules see it: each order column's trimmed text and typed value, all its
+    cells joined (for checks on the characters), and whether all its bytes were valid UTF-8."""
 
     text: Mapping[str, Column]
     value: Mapping[str, Column]
     cells: Column
+    bytes_valid: Column
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _before_range(name: str) -> Callable[[Fields], Column]:
 # Every rule a row must pass, in the order its reasons are listed. A rule added here fires: validity is
 # "no rule broken", and the reasons are those of the rules broken (docs/CONTRACT.md lists them).
 VALIDATION_RULES: tuple[Rule, ...] = (
-    Rule("invalid UTF-8 bytes", lambda f: f.cells.contains("\ufffd")),
+    Rule("invalid UTF-8 bytes", lambda f: ~f.bytes_valid),
     Rule("contains a NUL byte", lambda f: f.cells.contains("\u0000")),
     Rule("tracking_num is empty", lambda f: _blank(f.text["tracking_num"])),
     Rule("status is empty", lambda f: _blank(f.text["status"])),
@@ -154,6 +155,7 @@ def parse_orders(records: DataFrame, header: FileHeader, rules: tuple[Rule, ...]
         text={name: F.col(_TEXT + name) for name in ORDER_COLUMNS},
         value={name: F.col(name) for name in ORDER_COLUMNS},
         cells=F.col(_CELLS_TEXT),
+        bytes_valid=F.col(BYTES_VALID),
     )
     # Rebuilt as written: spaces kept, an empty field empty (the reader gives null for an empty field).
     as_written = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false", "emptyValue": ""}
@@ -194,6 +196,7 @@ def _texts(records: DataFrame, header: FileHeader, cells: list[Column]) -> DataF
         F.col(RECORD_ID),
         F.regexp_replace(F.col(RAW_TEXT), r"[\r\n]+$", "").alias(RAW_TEXT),
         F.concat_ws("\u0001", *cells).alias(_CELLS_TEXT),
+        F.col(BYTES_VALID),
         *cells,
     )
 

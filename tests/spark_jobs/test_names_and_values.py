@@ -6,10 +6,19 @@ target (issue 35's numbered points); each fails on the code before that fix.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import re
+import zlib
+
 import pytest
 from pyspark.sql import functions as F
 
+from spark_jobs import extract
+from spark_jobs.extract import DECOMPRESSED_SUFFIXES, refused_name
+from spark_jobs.headers import HEAD_BYTES, compression_of, count_records
 from spark_jobs.merge_orders import merge_orders
+from spark_jobs.outcomes import NONE_READ
 from spark_jobs.stage_orders import stage_orders
 from spark_jobs.tables import sql_string
 from tests.spark_jobs.helpers import HEADER, read, write_csv
@@ -75,6 +84,98 @@ def test_glob_characters_in_a_name_are_read_from_an_archive_folder_named_by_a_ru
     assert staged == sorted(f"file:{archive / name}" for name in names)
 
 
+# 3. Rows "loaded" that went nowhere
+
+
+@pytest.mark.parametrize(
+    ("name", "reason_part"),
+    [
+        ("_orders.csv", "its name starts with '_', which Spark's file reader skips as hidden"),
+        (".orders.csv", "its name starts with '.', which Spark's file reader skips as hidden"),
+        ("orders.csv._COPYING_", "ends with '._COPYING_'"),
+        ("orders.csv.bz2", "ends with '.bz2'"),
+        ("orders.csv.lz4", "ends with '.lz4'"),
+        ("orders.csv.gz", "ends with '.gz'"),
+        ("orders.csv.zst", "ends with '.zst'"),
+    ],
+)
+def test_a_name_the_reader_would_hide_or_decode_rejects_its_file_with_every_row_counted(
+    spark, tables, tmp_path, name, reason_part
+):
+    hidden = write_csv(tmp_path, name, HEADER + _row("K1") + _row("K2") + _row("K3"))
+    good = write_csv(tmp_path, "good.csv", HEADER + _row("K4"))
+
+    metrics = _stage(spark, tables, [hidden, good], "hidden")
+
+    assert _files(metrics) == {name: ("rejected", 3, 3), "good.csv": ("loaded", 1, 0)}
+    (reason,) = [f["reason"] for f in metrics["files"] if f["status"] == "rejected"]
+    assert reason_part in reason
+    assert (metrics["rows_read"], metrics["rows_rejected"], metrics["rows_staged"]) == (4, 3, 1)
+
+
+def test_a_file_spark_returns_no_records_of_is_never_loaded_though_its_head_shows_data(
+    spark, tables, tmp_path, monkeypatch
+):
+    """The net under the name rules: were Spark to hide a name they do not know, the file is not "loaded"."""
+    monkeypatch.setattr(extract, "refused_name", lambda path: None)
+    hidden = write_csv(tmp_path, "_orders.csv", HEADER + _row("K1"))
+    header_only = write_csv(tmp_path, "header_only.csv", HEADER + "\n\n")
+
+    metrics = _stage(spark, tables, [hidden, header_only], "unseen")
+
+    assert _files(metrics) == {"_orders.csv": ("rejected", 0, 0), "header_only.csv": ("loaded", 0, 0)}
+    assert metrics["files"][0]["reason"] == NONE_READ
+
+
+NAMES = ["_a.csv", "_a=b.csv", ".a.csv", "a.csv._COPYING_", "_metadata.csv", "_common_metadata.csv", "a_.csv", "a.csv"]
+
+
+def test_the_names_refused_as_hidden_are_those_spark_hides(spark):
+    """Spark's own rule (HadoopFSUtils.shouldFilterOutPathName), asked through the JVM, on each name."""
+    spark_hides = spark.sparkContext._jvm.org.apache.spark.util.HadoopFSUtils.shouldFilterOutPathName
+    refused = {name: refused_name(f"gs://b/input/{name}") is not None for name in NAMES}
+    assert refused == {name: spark_hides(name) for name in NAMES}
+    assert sum(refused.values()) == 3
+
+
+def test_the_suffixes_refused_are_those_hadoop_decompresses_by(spark):
+    factory = spark.sparkContext._jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+        spark.sparkContext._jsc.hadoopConfiguration()
+    )
+    reversed_suffixes = re.findall(r"(\S+): org\.apache", factory.toString())
+    assert sorted(suffix[::-1] for suffix in reversed_suffixes) == sorted(DECOMPRESSED_SUFFIXES)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "records"),
+    [
+        (b"a,b\n1,2\n\n3,4", None, 2),
+        (b'a,b\n1,"x\ny"\r\n2,3\r\n', None, 2),
+        (b'a,b\n1,"open\n2,3\n', None, 1),
+        (b"x^not zlib,b\n1,2\n", None, 1),  # starts like a zlib header, but it is text
+        (gzip.compress(b"a,b\n1,2\n3,4\n"), "gzip", 2),
+        (bz2.compress(b"a,b\n1,2\n"), "bzip2", 1),
+        (zlib.compress(b"a,b\n1,2\n"), "zlib", 1),
+        (b"\x28\xb5\x2f\xfd\x00\x58\xff\xfe", "zstd", None),
+    ],
+)
+def test_content_is_known_by_its_bytes_and_its_records_counted(data, kind, records):
+    assert (compression_of(data), count_records(data)) == (kind, records)
+
+
+def test_compressed_content_under_a_plain_name_is_rejected_as_compressed(spark, tables, tmp_path):
+    packed = write_csv(tmp_path, "orders.csv", gzip.compress((HEADER + _row("K1")).encode()))
+
+    metrics = _stage(spark, tables, [packed], "packed")
+
+    (item,) = metrics["files"]
+    assert (item["status"], item["reason"]) == (
+        "rejected",
+        "gzip-compressed content: the contract takes uncompressed CSV; upload it decompressed",
+    )
+    assert (item["rows"], item["rows_rejected"]) == (1, 1)  # counted after decompressing it
+
+
 # 4. A value became SQL
 
 
@@ -128,3 +229,53 @@ class _substitution_on:
 
     def __exit__(self, *_):
         self.spark.conf.set("spark.sql.variable.substitute", self.before)
+
+
+# 5. A valid U+FFFD
+
+
+def test_a_real_replacement_character_is_data_and_invalid_bytes_are_rejected(spark, tables, tmp_path):
+    text = (HEADER + _row("K\ufffd1", address="Stra\ufffde")).encode("utf-8")
+    real = write_csv(tmp_path, "real.csv", text)
+    broken = write_csv(tmp_path, "broken.csv", (HEADER + _row("K2", address="Stra\xdfe")).encode("latin-1"))
+
+    metrics = _stage(spark, tables, [real, broken], "fffd")
+
+    assert _files(metrics) == {"real.csv": ("loaded", 1, 0), "broken.csv": ("loaded", 1, 1)}
+    staged = [(r["tracking_num"], r["address"]) for r in read(spark, tables.staging).collect()]
+    assert staged == [("K\ufffd1", "Stra\ufffde")]
+    assert [r["reason"] for r in read(spark, tables.rejects).collect()] == ["invalid UTF-8 bytes"]
+
+
+# 6. Mixed line endings
+
+
+def test_crlf_rows_under_an_lf_header_are_the_same_events_as_an_all_crlf_copy(spark, tables, tmp_path):
+    header = HEADER.rstrip("\n") + ",carrier\n"
+    rows = _row("K1").rstrip("\n") + ",DHL\n" + _row("K2").rstrip("\n") + ',"UPS"\n'
+    mixed = write_csv(tmp_path, "mixed.csv", header + rows.replace("\n", "\r\n"))
+    crlf = write_csv(tmp_path, "crlf.csv", (header + rows).replace("\n", "\r\n"))
+
+    metrics = _stage(spark, tables, [mixed, crlf], "crlf")
+
+    assert (metrics["rows_read"], metrics["rows_staged"], metrics["rows_collapsed"]) == (4, 2, 2)
+    staged = {r["tracking_num"]: r["_rescued_data"] for r in read(spark, tables.staging).collect()}
+    assert staged == {"K1": '{"carrier":"DHL"}', "K2": '{"carrier":"UPS"}'}
+
+
+# 7. Long headers
+
+
+def test_a_header_longer_than_the_limit_rejects_its_file_with_its_rows_counted(spark, tables, tmp_path):
+    long_name = "x" * HEAD_BYTES
+    wide = write_csv(tmp_path, "wide.csv", HEADER.rstrip("\n") + f",{long_name}\n" + _row("K1") + _row("K2"))
+    good = write_csv(tmp_path, "good.csv", HEADER + _row("K3"))
+
+    metrics = _stage(spark, tables, [wide, good], "long_header")
+
+    assert _files(metrics) == {"wide.csv": ("rejected", 2, 2), "good.csv": ("loaded", 1, 0)}
+    (reason,) = [f["reason"] for f in metrics["files"] if f["status"] == "rejected"]
+    assert (
+        reason
+        == "the header does not end within its first 64 KiB (the contract's limit), or a quote in it never closes"
+    )

@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import RAW_TEXT, RECORD_ID, InputError, InputFile, normalise_uri
+from spark_jobs.extract import BYTES_VALID, RAW_TEXT, RECORD_ID, InputError, InputFile, normalise_uri
 from spark_jobs.headers import file_header
 from spark_jobs.outcomes import file_outcomes
 from spark_jobs.schema import (
@@ -103,6 +103,13 @@ RECORDS = T.StructType(
     + [T.StructField(name, dtype) for name, dtype in ((RAW_TEXT, T.StringType()), (SOURCE_FILE, T.StringType()))]
     + [T.StructField(RECORD_ID, T.LongType())]
 )
+
+
+def _records(spark, rows, schema=RECORDS, bytes_valid=True):
+    """``read_csv_records``' rows: cells, raw text, source file, record id, and whether the bytes were UTF-8."""
+    return spark.createDataFrame(rows, schema).withColumn(BYTES_VALID, F.lit(bytes_valid))
+
+
 # An empty field reads as null.
 GOOD = ("1", "TRK1", "2023-01-01", None, "In Transit", "1 Elm St", "2023-01-01 10:00:00")
 GOOD_VALUES = (1, "TRK1", dt.date(2023, 1, 1), None, "In Transit", "1 Elm St", dt.datetime(2023, 1, 1, 10))
@@ -233,12 +240,26 @@ RULES = {
 @pytest.mark.parametrize("rule", RULES)
 def test_parse_orders_applies_one_rule(spark, rule):
     cells, raw_text, values, reasons, rejected_text = RULES[rule]
-    records = spark.createDataFrame([(*cells, raw_text, "file:/in/a.csv", 7)], RECORDS)
+    records = _records(spark, [(*cells, raw_text, "file:/in/a.csv", 7)])
 
     parsed = parse_orders(records, SEED_HEADER)
 
     expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, reasons, rejected_text)], PARSED)
     assert_df_equality(parsed, expected, ignore_nullable=True)
+
+
+def test_invalid_utf8_bytes_reject_a_row_and_a_real_replacement_character_does_not(spark):
+    fffd = with_cell(5, "Stra\ufffde")
+    records = _records(spark, [(*fffd, None, "file:/in/a.csv", 7)]).unionByName(
+        _records(spark, [(*fffd, None, "file:/in/a.csv", 8)], bytes_valid=False)
+    )
+
+    parsed = parse_orders(records, SEED_HEADER).orderBy(RECORD_ID).collect()
+
+    assert [(row["address"], row[REJECT_REASONS]) for row in parsed] == [
+        ("Stra\ufffde", []),
+        ("Stra\ufffde", ["invalid UTF-8 bytes"]),
+    ]
 
 
 NO_INSTANT = ["2023-01-01 24:00:00", "2023-01-01 23:59:60", "2023-02-29 10:00:00", "2023-01-01T10:60:00"]
@@ -248,7 +269,7 @@ NO_INSTANT = ["2023-01-01 24:00:00", "2023-01-01 23:59:60", "2023-02-29 10:00:00
 def test_a_well_shaped_timestamp_that_is_no_instant_is_rejected_not_rolled_over(spark, text):
     """Hour 24, a leap second, 29 February of a common year, minute 60: the shape passes, the value does not
     exist, and the row is rejected with the timestamp's reason (never moved to the next minute or day)."""
-    records = spark.createDataFrame([(*with_cell(6, text), None, "file:/in/a.csv", 7)], RECORDS)
+    records = _records(spark, [(*with_cell(6, text), None, "file:/in/a.csv", 7)])
 
     [row] = parse_orders(records, SEED_HEADER).collect()
 
@@ -262,7 +283,7 @@ def test_a_rule_added_to_the_rules_decides_validity_and_gives_its_reason(spark):
     """A rule is one entry: added there, it rejects the rows it names, with its reason, and only those."""
     no_address = Rule("address is empty", lambda f: f.value["address"].isNull())
     rows = [(*GOOD, None, "file:/in/a.csv", 2), (*with_cell(5, " "), None, "file:/in/a.csv", 3)]
-    records = spark.createDataFrame(rows, RECORDS)
+    records = _records(spark, rows)
 
     parsed = parse_orders(records, SEED_HEADER, (*VALIDATION_RULES, no_address)).orderBy(RECORD_ID).collect()
 
@@ -279,7 +300,8 @@ def test_a_rule_added_to_the_rules_decides_validity_and_gives_its_reason(spark):
 def test_parse_orders_maps_columns_by_name_and_rescues_unknown_ones(spark):
     text = "status,last_update_timestamp,tracking_num,carrier,order_num\n"
     header = file_header(text.encode(), len(text))
-    records = spark.createDataFrame(
+    records = _records(
+        spark,
         [("Delivered", "2023-01-02 10:00:00", "TRK2", "DHL", "2", None, "f", 3)],
         ", ".join(f"_c{i} string" for i in range(5)) + f", {RAW_TEXT} string, {SOURCE_FILE} string, {RECORD_ID} long",
     )
@@ -331,7 +353,7 @@ def test_parse_orders_maps_columns_by_name_and_rescues_unknown_ones(spark):
         (
             '"order_num,tracking_num\nstatus,last_update_timestamp',
             (),
-            "the header does not end within 64 KiB: an unclosed quote, or not a CSV file",
+            "the header does not end within its first 64 KiB (the contract's limit), or a quote in it never closes",
         ),
         ("", (), None),
     ],
