@@ -20,7 +20,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.contracts import Manifest, ManifestFile
-from spark_jobs.headers import EMPTY_FILE, HEAD_BYTES, FileHeader, compression_of, count_records, file_header
+from spark_jobs.headers import (
+    EMPTY_FILE,
+    HEAD_BYTES,
+    FileHeader,
+    compression_of,
+    count_records,
+    file_header,
+    quote_left_open,
+)
 from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS, SOURCE_FILE
 
 LOG = logging.getLogger("order_tracking")
@@ -94,6 +102,7 @@ class InputFile:
     generation: int | None = None
     modified: int | None = None
     rows: int | None = None  # data records counted on the driver, for a file Spark does not read (None: not counted)
+    quote_left_open: bool = False  # its bytes end inside a quoted field (checked where its head is the whole file)
 
     def rejected(self, reason: str) -> InputFile:
         """This file rejected whole for ``reason``: its header keeps its text but no columns, so no record is used."""
@@ -256,7 +265,7 @@ def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
     if refusal:
         found = found.rejected(refusal)
     if found.header.cells:
-        return found
+        return replace(found, quote_left_open=len(head) >= size and quote_left_open(head))
     # Spark will not read it: its records are counted here, so that every row of the batch is accounted for.
     return replace(found, rows=_count_records(spark, path, size, head))
 

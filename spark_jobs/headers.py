@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import lzma
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,3 +182,13 @@ def count_records(data: bytes) -> int | None:
     except csv.Error:  # a quote open to the end of the file: the rest is one record
         records += 1
     return max(records - 1, 0)
+
+
+# A quoted field (a quote at a field's start, to its closing quote), and a quote that opens one.
+_CLOSED_FIELD = re.compile(r'(?:^|(?<=[,\r\n]))"[^"]*(?:""[^"]*)*"')
+_OPENING_QUOTE = re.compile(r'(?:^|[,\r\n])"')
+
+
+def quote_left_open(data: bytes) -> bool:
+    """True when a whole file's bytes end inside a quoted field: a quote at a field's start never closed."""
+    return bool(_OPENING_QUOTE.search(_CLOSED_FIELD.sub("", data.decode("utf-8", errors="replace"))))

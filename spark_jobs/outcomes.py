@@ -59,7 +59,7 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
     several lines: a quote opened there never closed, and the rest of the file became that one record.
     """
     outcomes = {item.path: FileOutcome(file=item, rows=item.rows or 0) for item in files}
-    last: dict[str, tuple[int, list[str], int | None]] = {}
+    last: dict[str, tuple[int, list[str], int | None, bool | None]] = {}
     hashes: dict[str, list[int]] = {}
     for row in counts:
         outcome = outcomes.get(row["_source_file"])
@@ -75,7 +75,7 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
         if outcome.first_record_id is None or row["first_id"] < outcome.first_record_id:
             outcome.first_record_id = row["first_id"]
         if row["_source_file"] not in last or row["last_id"] > last[row["_source_file"]][0]:
-            last[row["_source_file"]] = (row["last_id"], reasons, row["last_lines"])
+            last[row["_source_file"]] = (row["last_id"], reasons, row["last_lines"], row["last_open"])
         xor, total = hashes.setdefault(row["_source_file"], [0, 0])
         hashes[row["_source_file"]] = [xor ^ (row["hash_xor"] & _HASH_MASK), total + row["hash_sum"]]
 
@@ -84,17 +84,18 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
         if path in hashes:
             xor, total = hashes[path]
             outcome.fingerprint = f"{outcome.rows}:{xor:016x}:{total & _HASH_MASK:016x}"
-        _, last_reasons, last_lines = last.get(path, (0, [], None))
+        _, last_reasons, last_lines, last_open = last.get(path, (0, [], None, None))
         if header.error:
             outcome.reason = header.error
         elif not outcome.rows and header.data_follows:
             outcome.reason = NONE_READ
-        elif last_reasons and last_lines and last_lines > 1:
+        elif outcome.file.quote_left_open or (last_reasons and (last_open or (last_lines or 0) > 1)):
+            lines = last_lines or 1
             opened_on = outcome.rows + 1  # the last record's line: the header is line 1
-            outcome.rows += last_lines - 1  # the swallowed lines are rows too
+            outcome.rows += lines - 1  # the swallowed lines are rows too
             outcome.reason = (
                 f"unclosed quote: the record on line {opened_on} runs to the end of the file "
-                f"({last_lines} lines read as one record)"
+                f"({lines} line{'' if lines == 1 else 's'} read as one record)"
             )
         if not outcome.loaded:
             outcome.rows_rejected = outcome.rows

@@ -48,15 +48,24 @@ _ROW_SOURCES = T.StructType([*_ROW_FILES.fields, T.StructField(FIRST_RECORD_ID, 
 
 # A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
 _QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
+_CLOSED_FIELD = r'(^|(?<=[,\r\n]))"[^"]*(?:""[^"]*)*"'  # a quoted field from its start to its closing quote
+_OPENING_QUOTE = r'(^|[,\r\n])"'
+_OPEN_TO_END = r'(?s)(^|,)".*$'  # from a quote that opens a field to the record's end
 _DIGITS = "0123456789"
 _DATE_SHAPE = "0000-00-00"
 _TIMESTAMP_SHAPES = ("0000-00-00 00:00:00", "0000-00-00T00:00:00")
 
 
 def field_count(raw_text: Column) -> Column:
-    """Number of fields in a raw CSV record: commas outside quoted fields, plus one."""
-    unquoted = F.regexp_replace(raw_text, _QUOTED_FIELD, "")
+    """Number of fields in a raw CSV record: commas outside quoted fields, plus one. A quote that opens a
+    field and never closes makes the rest of the record that one field."""
+    unquoted = F.regexp_replace(F.regexp_replace(raw_text, _QUOTED_FIELD, ""), _OPEN_TO_END, "$1")
     return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
+
+
+def quote_open(raw_text: Column) -> Column:
+    """Whether a raw record ends inside a quoted field: a quote at a field's start that never closes."""
+    return F.regexp_replace(raw_text, _CLOSED_FIELD, "").rlike(_OPENING_QUOTE)
 
 
 def physical_lines(text: Column) -> Column:
@@ -250,6 +259,7 @@ def record_counts(parsed: DataFrame) -> DataFrame:
         F.min(RECORD_ID).alias("first_id"),
         F.max(RECORD_ID).alias("last_id"),
         F.max_by(physical_lines(F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("last_lines"),
+        F.max_by(quote_open(F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("last_open"),
         F.bit_xor(F.xxhash64(content)).alias("hash_xor"),
         F.sum(F.hash(content).cast("long")).alias("hash_sum"),
     )

@@ -279,3 +279,44 @@ def test_a_header_longer_than_the_limit_rejects_its_file_with_its_rows_counted(s
         reason
         == "the header does not end within its first 64 KiB (the contract's limit), or a quote in it never closes"
     )
+
+
+# 8. An open quote on the last line
+
+
+@pytest.mark.parametrize("newline", ["\n", ""])
+def test_a_quote_opened_in_the_last_line_rejects_the_file_whole(spark, tables, tmp_path, newline):
+    last_column = _row("K2").replace(",2023-01-01 10:00:00\n", ',"2023-01-01 10:00:00') + newline
+    middle_column = _row("K2").replace(",1 Elm St,", ',"1 Elm St,').rstrip("\n") + newline
+    files = [
+        write_csv(tmp_path, "last.csv", HEADER + _row("K1") + last_column),
+        write_csv(tmp_path, "middle.csv", HEADER + _row("K1") + middle_column),
+    ]
+
+    metrics = _stage(spark, tables, files, "open_quote")
+
+    assert _files(metrics) == {"last.csv": ("rejected", 2, 2), "middle.csv": ("rejected", 2, 2)}
+    reasons = {f["uri"].rsplit("/", 1)[-1]: f["reason"] for f in metrics["files"]}
+    assert reasons == {
+        name: "unclosed quote: the record on line 3 runs to the end of the file (1 line read as one record)"
+        for name in ("last.csv", "middle.csv")
+    }
+
+
+def test_a_quote_opened_in_the_last_lines_middle_column_of_a_file_larger_than_its_head_rejects_it(
+    spark, tables, tmp_path
+):
+    """Past the head the driver holds, the reader's own record tells: its raw text ends inside a quote."""
+    rows = "".join(_row(f"K{n}") for n in range(1200))
+    opened = _row("LAST").replace(",1 Elm St,", ',"1 Elm St,')
+    big = write_csv(tmp_path, "big.csv", HEADER + rows + opened)
+    assert big.stat().st_size > HEAD_BYTES
+
+    metrics = _stage(spark, tables, [big], "open_quote_big")
+
+    assert _files(metrics) == {"big.csv": ("rejected", 1201, 1201)}
+    assert metrics["files"][0]["reason"] == (
+        "unclosed quote: the record on line 1202 runs to the end of the file (1 line read as one record)"
+    )
+    (last,) = read(spark, tables.rejects).where(F.col("line_number") == 1202).collect()
+    assert last["reason"] == "expected 7 fields, found 6"

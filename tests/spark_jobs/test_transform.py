@@ -388,7 +388,7 @@ def test_a_file_spark_names_otherwise_than_the_inputs_is_a_clear_error():
     with pytest.raises(
         InputError, match=r"Spark read file:/in/b.csv, which matches no input as normalised: file:/in/a.csv"
     ):
-        file_outcomes([named], [{**row, "last_lines": None, "hash_xor": 0, "hash_sum": 0}])
+        file_outcomes([named], [{**row, "last_lines": None, "last_open": None, "hash_xor": 0, "hash_sum": 0}])
 
 
 def test_header_names_are_trimmed_of_unicode_white_space_but_not_of_other_separators():
