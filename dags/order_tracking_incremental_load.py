@@ -15,7 +15,11 @@ Loads order-tracking CSV files from GCS into Delta tables:
    (`databricks://<workspace>/<catalog>/<schema>/orders`, or `file://<table root>/orders` locally),
    through the AssetAlias `order_tracking_target_updates`. A replay that changed nothing emits none.
 5. **archive_loaded_files** - moves exactly the manifest's objects to `archive/<date>/<hour>/<run>/`
-   (files rejected whole to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
+   (files quarantined to `rejected/<date>/<run>/`). Nothing moves if stage or merge failed.
+6. **report_quarantined_files** - fails the run, naming each file the stage quarantined (rejected whole,
+   or with more of its rows rejected than the reject limit) and why; the other files loaded and are
+   archived, and the next run goes on. Fix the file and upload it again. The batch fails at the stage only
+   when no file of it loads.
 
 A run archives under the date and hour its run id carries: `scheduled__2026-11-20T15:00:00+00:00`
 moves its files to `archive/2026-11-20/15/`. A backfill run replays the archive hours its data interval
@@ -73,7 +77,10 @@ with DAG(
             # value outside it is refused, with jsonschema's message, when the run is triggered.
             allOf=[{"minimum": 0, "maximum": 1}],
             title="Reject limit (fraction of rows)",
-            description="A fraction from 0 to 1 (0.1 = 10%): the batch fails when more of its rows are rejected",
+            description=(
+                "A fraction from 0 to 1 (0.1 = 10%): a file with more of its rows rejected is quarantined; the "
+                "batch fails when no file of it loads"
+            ),
         ),
     },
 ):
@@ -87,4 +94,10 @@ with DAG(
         SETTINGS, listing=list_new_files, stage_result=stage_orders.output
     )
 
-    chain(wait_for_new_files, list_new_files, stage_orders, merge_orders, archive_loaded_files)
+    report_quarantined_files = tasks.report_quarantined_files(
+        SETTINGS, stage_result=stage_orders.output, moved=archive_loaded_files
+    )
+
+    chain(
+        wait_for_new_files, list_new_files, stage_orders, merge_orders, archive_loaded_files, report_quarantined_files
+    )

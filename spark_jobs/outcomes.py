@@ -143,11 +143,15 @@ def _rows(count: int) -> str:
 
 
 def reject_limit_error(batch_id: str, outcomes: list[FileOutcome], limit: float, rejects_table: str) -> str | None:
-    """The error when the batch's rejected fraction is above ``limit``; None when within it.
+    """The error when the batch is bad as a whole: no file of it would load (each is rejected whole or has
+    more than ``limit`` of its rows rejected) and its rejected fraction is above ``limit``; else None.
 
     It names the worst reasons, each file rejected whole with its reason, and the files with the most
-    rows rejected.
+    rows rejected. A batch with a file that loads is never failed here: its other files are quarantined
+    (``quarantine``).
     """
+    if any(o.loaded and not _over_limit(o, limit) for o in outcomes):
+        return None
     read, rejected = sum(o.rows for o in outcomes), sum(o.rows_rejected for o in outcomes)
     # Files rejected whole with no data row still leave nothing loaded: that is all of the batch rejected.
     fraction = rejected / read if read else float(any(not o.loaded for o in outcomes))
@@ -156,8 +160,28 @@ def reject_limit_error(batch_id: str, outcomes: list[FileOutcome], limit: float,
     worst = "; ".join(f"{r['reason']} ({r['count']})" for r in top_reasons(outcomes))
     return (
         f"batch {batch_id}: {rejected} of {read} rows rejected ({fraction:.1%}), above the limit "
-        f"of {limit:.1%}. Worst reasons: {worst}.{_files_to_look_at(outcomes)} The rejects are in {rejects_table}."
+        f"of {limit:.1%}, and no file of it loads. Worst reasons: {worst}.{_files_to_look_at(outcomes)} "
+        f"The rejects are in {rejects_table}."
     )
+
+
+def quarantine(outcomes: list[FileOutcome], limit: float) -> list[FileOutcome]:
+    """Each file with more than ``limit`` of its rows rejected, rejected whole with that reason: none of its
+    rows loads, and it goes to ``rejected/`` with the files rejected for their content, while the batch's
+    other files load (the gate protects the target without stopping the feed)."""
+    for outcome in outcomes:
+        if outcome.loaded and _over_limit(outcome, limit):
+            rejected, rows = outcome.rows_rejected, outcome.rows
+            outcome.reason = (
+                f"{rejected} of {rows} rows rejected ({rejected / rows:.1%}), above the limit of {limit:.1%}"
+            )
+            outcome.rows_rejected = rows
+            outcome.reasons = Counter({f"file rejected: {outcome.reason}": rows})
+    return outcomes
+
+
+def _over_limit(outcome: FileOutcome, limit: float) -> bool:
+    return bool(outcome.rows) and outcome.rows_rejected / outcome.rows > limit
 
 
 def _files_to_look_at(outcomes: list[FileOutcome]) -> str:

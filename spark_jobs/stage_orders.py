@@ -26,6 +26,7 @@ from spark_jobs.load import (
 from spark_jobs.outcomes import (
     file_outcomes,
     loaded_fingerprints,
+    quarantine,
     reject_limit_error,
     rejected_file_records,
     row_sources,
@@ -47,9 +48,10 @@ def stage_orders(
     audit_table: str,
     max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
 ) -> dict:
-    """Stage one batch: read every file, validate each row, collapse each key to its latest event, then
-    write the rejects, the staging rows (unless the batch is over the reject limit) and the batch's audit
-    record (``staged`` or ``stage_failed``, which the merge job completes). Returns its metrics."""
+    """Stage one batch: read every file, validate each row, quarantine each file rejected whole or with more
+    than ``max_reject_fraction`` of its rows rejected, collapse each key to its latest event, then write the
+    rejects, the staging rows (unless no file of the batch loads: it is bad as a whole) and the batch's
+    audit record (``staged`` or ``stage_failed``, which the merge job completes). Returns its metrics."""
     check_batch_id(batch_id)
     if not 0 <= max_reject_fraction <= 1:
         raise ValueError(
@@ -60,11 +62,12 @@ def stage_orders(
     started_at = utc_now()
     with read_batch(spark, inputs) as batch:
         outcomes = file_outcomes(batch.files, batch.counts)
+        error = reject_limit_error(batch_id, outcomes, max_reject_fraction, rejects_table)
+        outcomes = outcomes if error else quarantine(outcomes, max_reject_fraction)
         # Kept rows keep the record ids the count saw; otherwise each write takes its files' first ids itself.
         rows = with_line_numbers(batch.parsed, row_sources(outcomes, batch.kept), with_first_ids=batch.kept)
         rejects = rejected_rows(rows, rejected_file_records(outcomes), batch_id, started_at)
         staged = collapse_to_latest(valid_rows(rows, batch_id, started_at))
-        error = reject_limit_error(batch_id, outcomes, max_reject_fraction, rejects_table)
 
         ensure_audit_table(spark, audit_table)
         redeliveries = find_redeliveries(spark, audit_table, batch_id, loaded_fingerprints(outcomes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import Context
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.api_core.retry import Retry
@@ -101,3 +101,27 @@ def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retr
     except NotFound:
         pass
     return "moved"
+
+
+def report_quarantined_files(settings: LoadSettings, stage_result: dict, moved: dict) -> dict:
+    """Fail the run at its end when the stage quarantined files, naming each with its reason: the rest of
+    the batch loaded and is archived, and the next run goes on, but a quarantine needs someone to act.
+
+    Not retried: a retry finds the same files quarantined. Returns the quarantined files when there are none.
+    """
+    files = JobMetrics.from_dict(stage_result).files
+    quarantined = [item for item in files if item.status == FileStatus.REJECTED]
+    if not quarantined:
+        LOG.info("no file quarantined: all %d files of the batch loaded", len(files))
+        return {"quarantined": []}
+    where = (
+        f"moved to {', '.join(f'gs://{settings.bucket}/{name}' for name in moved['rejected'])}"
+        if moved.get("rejected")
+        else "left where they were (a replay, or moved by an earlier run)"
+    )
+    named = "; ".join(f"{item.uri} ({item.reason}, {item.rows} rows)" for item in quarantined)
+    raise AirflowFailException(
+        f"{len(quarantined)} of {len(files)} files quarantined; the other files loaded and are archived. "
+        f"Quarantined: {named}. They are {where}; their rows are in {settings.tables.rejects}. "
+        "Fix each file and upload it to the input folder again: the next run loads it."
+    )

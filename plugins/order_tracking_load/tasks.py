@@ -30,6 +30,17 @@ def archive_loaded_files(settings: LoadSettings, listing: XComArg, stage_result:
     return archive_loaded_files(listing=listing, stage_result=stage_result)
 
 
+def report_quarantined_files(settings: LoadSettings, stage_result: XComArg, moved: XComArg) -> XComArg:
+    """The run's last task, fed the stage job's metrics and what the archive moved."""
+
+    @task(task_id="report_quarantined_files")
+    def report_quarantined_files(stage_result: dict, moved: dict) -> dict:
+        """Fail the run, naming the files the stage quarantined (rejected whole, or over the reject limit)."""
+        return archive.report_quarantined_files(settings, stage_result, moved)
+
+    return report_quarantined_files(stage_result=stage_result, moved=moved)
+
+
 def target_table_asset(settings: LoadSettings) -> Asset:
     """The target table as an Airflow Asset, named by its URI, so downstream DAGs can schedule on its updates."""
     target = settings.tables.target

@@ -11,7 +11,14 @@ import pytest
 
 from tests.dags.conftest import DAG_ID
 
-TASKS = ["wait_for_new_files", "list_new_files", "stage_orders", "merge_orders", "archive_loaded_files"]
+TASKS = [
+    "wait_for_new_files",
+    "list_new_files",
+    "stage_orders",
+    "merge_orders",
+    "archive_loaded_files",
+    "report_quarantined_files",
+]
 
 
 @pytest.fixture
@@ -44,7 +51,10 @@ def test_flow_is_sense_list_stage_merge_archive(dag):
     archive = dag.get_task("archive_loaded_files")
     assert archive.upstream_task_ids == {"list_new_files", "stage_orders", "merge_orders"}
     assert archive.trigger_rule == "all_success"
-    assert archive.downstream_task_ids == set()
+    # The report reads the stage result and what the archive moved, and ends the run.
+    report = dag.get_task("report_quarantined_files")
+    assert report.upstream_task_ids == {"stage_orders", "archive_loaded_files"}
+    assert (report.trigger_rule, report.downstream_task_ids) == ("all_success", set())
 
 
 def test_scheduling_policy(dag):

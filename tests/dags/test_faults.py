@@ -99,30 +99,31 @@ def test_a_redelivered_file_duplicates_nothing_and_the_audit_records_it(spark, a
     assert gcs.names("input/") == []
 
 
-def test_over_the_reject_limit_the_run_fails_at_once_names_the_files_keeps_the_rejects_and_leaves_them_in_input(
+def test_a_bad_file_is_quarantined_while_good_files_load_and_a_batch_bad_as_a_whole_fails_at_once(
     spark, airflow_db, gcs, pipeline_env, caplog, capfd, monkeypatch
 ):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")  # none is used: a retry would fail the same way
-    upload_seed(gcs, SEED_FILES[:1])
     bad_rows = "".join(f"{i},TRK-BAD-{i},2023-01-01,,In Transit,x,yesterday\n" for i in range(10))
     gcs.upload("input/bad.csv", HEADER + bad_rows + "11,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
     no_status = HEADER.replace(",status", "")
     gcs.upload("input/no_status.csv", no_status + "1,TRK-NS,2023-01-01,,x,2023-01-01 10:00:00\n")
 
+    # Bad as a whole (no file of it loads): the stage fails at once, names the files, keeps the rejects,
+    # and moves nothing.
     failed = run_dag()
 
     assert (failed.tasks["stage_orders"], failed.tasks["merge_orders"]) == ("failed", "upstream_failed")
     assert failed.tries["stage_orders"] == 1
     out, err = capfd.readouterr()  # where Airflow writes the task's failure
     assert "stage_orders failed, and a retry would fail the same way (not retried): batch " in out + err
-    assert "12 of " in caplog.text
+    assert "12 of 12 rows rejected (100.0%), above the limit of 10.0%, and no file of it loads." in caplog.text
     assert (
         "Worst reasons: last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp (10); "
         "file rejected: missing required columns: status (1); tracking_num is empty (1). "
         "Files rejected whole: gs://order-tracking/input/no_status.csv (missing required columns: status). "
         "Most rows rejected: gs://order-tracking/input/bad.csv (11 of 11)." in caplog.text
     )
-    assert gcs.names("input/") == sorted(["input/bad.csv", "input/no_status.csv", f"input/{SEED_FILES[0].name}"])
+    assert gcs.names("input/") == ["input/bad.csv", "input/no_status.csv"]
     assert gcs.names("archive/") == gcs.names("rejected/") == []
     batch = layout.batch_key(failed.run_id)
     rejects = read(spark, str(pipeline_env / "orders_rejects")).where(f"batch_id = '{batch}'")
@@ -131,14 +132,28 @@ def test_over_the_reject_limit_the_run_fails_at_once_names_the_files_keeps_the_r
     assert [(r["status"], r["rows_rejected"]) for r in audit] == [("stage_failed", 12)]
     assert not (pipeline_env / "orders").exists()
 
-    # Someone accepts the batch as it is: a manual run with a higher limit loads the good rows and archives both.
-    accepted = run_dag(conf={"max_reject_fraction": 1.0})
-    assert accepted.state == "success", accepted.tasks
+    # A good file arrives: the bad ones no longer hold it hostage. They are quarantined (rejected/), the good
+    # one loads and archives, and the run's last task fails it, naming the quarantined files and why.
+    upload_seed(gcs, SEED_FILES[:1])
+    mixed = run_dag()
+
+    assert mixed.state == "failed", mixed.tasks
+    assert {task for task, state in mixed.tasks.items() if state != "success"} == {"report_quarantined_files"}
     seed_keys = {r["tracking_num"] for r in seed_rows() if r["_file"] == SEED_FILES[0].name}
     assert {r["tracking_num"] for r in read(spark, str(pipeline_env / "orders")).collect()} == seed_keys
     assert gcs.names("input/") == []
-    assert len(gcs.names("archive/")) == 2
-    assert gcs.names("rejected/") == [f"rejected/2026-11-26/{layout.batch_key(accepted.run_id)}/no_status.csv"]
+    assert len(gcs.names("archive/")) == 1
+    mixed_batch = layout.batch_key(mixed.run_id)
+    assert gcs.names("rejected/") == [
+        f"rejected/2026-11-26/{mixed_batch}/bad.csv",
+        f"rejected/2026-11-26/{mixed_batch}/no_status.csv",
+    ]
+    failure = "".join(capfd.readouterr())
+    assert "2 of 3 files quarantined; the other files loaded and are archived. Quarantined: " in failure
+    assert (
+        "gs://order-tracking/input/bad.csv (11 of 11 rows rejected (100.0%), above the limit of 10.0%, 11 rows)"
+        in failure
+    )
 
 
 def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db, gcs, pipeline_env, monkeypatch):

@@ -62,6 +62,7 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
         "stage_orders": "skipped",
         "merge_orders": "skipped",
         "archive_loaded_files": "skipped",
+        "report_quarantined_files": "skipped",
     }
     gcs.bucket.blob("input/readme.txt").delete()
     nothing = run_dag()  # the sensor times out: the run is skipped, not failed
@@ -70,12 +71,17 @@ def test_runs_load_each_file_once_archive_it_and_skip_when_idle(spark, airflow_d
     assert _target_version(spark, pipeline_env) == version
 
 
-def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_db, gcs, pipeline_env, caplog):
+def test_replaying_an_archived_date_leaves_the_target_identical(spark, airflow_db, gcs, pipeline_env, caplog, capfd):
     upload_seed(gcs)
     gcs.upload("input/no_status.csv", "order_num,tracking_num,last_update_timestamp\n1,TRK9,2023-01-09 10:00:00\n")
     first = run_dag()
-    assert first.state == "success", first.tasks
-    # The file without a status column was rejected whole: it moves to rejected/, with the reason logged.
+    # The file without a status column was rejected whole: it moves to rejected/, with the reason logged, the
+    # seed files load and archive, and the run's last task fails it, naming the file: someone must act.
+    assert first.state == "failed", first.tasks
+    assert {task for task, state in first.tasks.items() if state != "success"} == {"report_quarantined_files"}
+    failure = "".join(capfd.readouterr())  # where Airflow writes the task's failure
+    assert "1 of 6 files quarantined; the other files loaded and are archived. Quarantined: " in failure
+    assert "no_status.csv (missing required columns: status, 1 rows)" in failure
     batch = layout.batch_key(first.run_id)
     assert gcs.names("rejected/") == [f"rejected/2026-11-26/{batch}/no_status.csv"]
     assert "no_status.csv was rejected whole (missing required columns: status)" in caplog.text

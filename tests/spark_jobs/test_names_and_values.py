@@ -320,3 +320,47 @@ def test_a_quote_opened_in_the_last_lines_middle_column_of_a_file_larger_than_it
     )
     (last,) = read(spark, tables.rejects).where(F.col("line_number") == 1202).collect()
     assert last["reason"] == "expected 7 fields, found 6"
+
+
+# 9. The gate holds good files hostage
+
+
+def test_a_file_rejected_whole_or_over_the_limit_on_its_own_is_quarantined_and_the_good_file_loads(
+    spark, tables, tmp_path
+):
+    good = write_csv(tmp_path, "good.csv", HEADER + "".join(_row(f"G{n}") for n in range(4)))
+    no_status = write_csv(
+        tmp_path, "no_status.csv", HEADER.replace(",status", "") + "1,N1,2023-01-01,,x,2023-01-01 10:00:00\n" * 3
+    )
+    half_bad = write_csv(
+        tmp_path, "half_bad.csv", HEADER + _row("H1") + _row("H2") + _row("H3", at="yesterday") + _row("H4", at="")
+    )
+
+    metrics = _stage(spark, tables, [good, no_status, half_bad], "gate", limit=0.1)
+
+    assert _files(metrics) == {
+        "good.csv": ("loaded", 4, 0),
+        "no_status.csv": ("rejected", 3, 3),
+        "half_bad.csv": ("rejected", 4, 4),
+    }
+    reasons = {f["uri"].rsplit("/", 1)[-1]: f["reason"] for f in metrics["files"] if f["reason"]}
+    assert reasons == {
+        "no_status.csv": "missing required columns: status",
+        "half_bad.csv": "2 of 4 rows rejected (50.0%), above the limit of 10.0%",
+    }
+    assert (metrics["rows_read"], metrics["rows_rejected"], metrics["rows_staged"]) == (11, 7, 4)
+    assert sorted(r["tracking_num"] for r in read(spark, tables.staging).collect()) == ["G0", "G1", "G2", "G3"]
+    rejects = sorted(
+        (r["source_file"].rsplit("/", 1)[-1], r["line_number"], r["reason"])
+        for r in read(spark, tables.rejects).collect()
+    )
+    assert rejects == [
+        (
+            "half_bad.csv",
+            1,
+            "file rejected: 2 of 4 rows rejected (50.0%), above the limit of 10.0% (4 data rows not loaded)",
+        ),
+        ("half_bad.csv", 4, "last_update_timestamp is not a yyyy-MM-dd HH:mm:ss timestamp"),
+        ("half_bad.csv", 5, "last_update_timestamp is empty"),
+        ("no_status.csv", 1, "file rejected: missing required columns: status (3 data rows not loaded)"),
+    ]

@@ -146,13 +146,10 @@ def test_an_unclosed_quote_rejects_the_file_whole_and_counts_every_swallowed_lin
     broken = write_csv(tmp_path, "broken.csv", HEADER + "".join(lines))
     good = SEED_FILES[0]
 
-    with pytest.raises(OrderLoadError) as failure:
-        _stage(spark, tables, [str(good), str(broken)], "quote")
-    assert "98 of 118 rows rejected (83.1%)" in str(failure.value)
     reason = "unclosed quote: the record on line 3 runs to the end of the file (97 lines read as one record)"
-    assert f"file rejected: {reason} (98)" in str(failure.value)
 
-    metrics = _stage(spark, tables, [str(good), str(broken)], "quote", limit=1.0)
+    # 98 of 118 rows rejected, over the 10% limit: the broken file is quarantined and the good one loads.
+    metrics = _stage(spark, tables, [str(good), str(broken)], "quote", limit=0.1)
 
     by_name = {f["uri"].rsplit("/", 1)[-1]: f for f in metrics["files"]}
     assert (by_name["broken.csv"]["status"], by_name["broken.csv"]["rows"], by_name["broken.csv"]["reason"]) == (
