@@ -144,11 +144,12 @@ def has_driver_jvm(spark: SparkSession) -> bool:
 
 def refused_name(path: str) -> str | None:
     """Why Spark's file reader would not read the file ``path`` names as it is, or None: a name its file index
-    hides (``HadoopFSUtils.shouldFilterOutPathName``), or one whose suffix makes Hadoop decompress it
+    hides, or one whose suffix makes Hadoop decompress it
     (``CompressionCodecFactory``, by name, whatever the bytes are). The contract takes uncompressed CSV."""
     name = path.rsplit("/", 1)[-1]
-    shown = name.startswith(("_metadata", "_common_metadata"))
-    if not shown and ((name.startswith("_") and "=" not in name) or name.startswith(".")):
+    # Spark's file index keeps only data paths (PartitioningAwareFileIndex.isDataPath), after listing with
+    # HadoopFSUtils.shouldFilterOutPathName: together, these names are never read.
+    if (name.startswith("_") and "=" not in name) or name.startswith("."):
         return f"its name starts with '{name[0]}', which Spark's file reader skips as hidden: rename it"
     if name.endswith("._COPYING_"):
         return "its name ends with '._COPYING_' (a copy in progress), which Spark's file reader skips: rename it"
@@ -361,7 +362,7 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     paths = [item.path for item in files]
     plain = [path for path in paths if not _GLOB_CHARS.search(path)]
     reads = ([plain] if plain else []) + [[path] for path in paths if _GLOB_CHARS.search(path)]
-    cells = [_decoded(F.col("`" + name.replace("`", "``") + "`")) for name in names]
+    cells = [_decoded(F.col(_quoted(name))) for name in names]
     if cells:
         # A CR that ends a record's last field is its line ending's (CRLF rows under an LF header).
         last_text, last_valid = cells[-1]
@@ -373,10 +374,19 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
         # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
         F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
     ]
-    frames = [reader.option(EXACT_PATHS, "false").csv(read).select(*columns) for read in reads]
+    # A CRLF blank line under an LF line ending reads as a short record whose one cell is a CR: a blank
+    # line, skipped as any is.
+    lone_cr = F.col(_CORRUPT).isin("", "\r") & (F.col(_quoted(names[0])) == "\r") if names else F.lit(False)
+    not_blank = ~F.coalesce(lone_cr, F.lit(False))
+    frames = [reader.option(EXACT_PATHS, "false").csv(read).where(not_blank).select(*columns) for read in reads]
     return reduce(lambda left, right: left.unionByName(right), frames).withColumn(
         RECORD_ID, F.monotonically_increasing_id()
     )
+
+
+def _quoted(name: str) -> str:
+    """A column name as Spark resolves it, whatever it holds (dots, backticks)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _decoded(cell: Column) -> tuple[Column, Column]:

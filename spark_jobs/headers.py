@@ -175,6 +175,8 @@ def count_records(data: bytes) -> int | None:
             return None
     text = data.decode("utf-8", errors="replace").removeprefix(_BOM)
     records = 0
+    # Python's csv stops at a field of 128 Ki characters by default; the reader's own limit is far higher.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     rows = csv.reader(io.StringIO(text, newline=""), quotechar='"', strict=False)
     try:
         for row in rows:

@@ -130,12 +130,21 @@ def test_a_file_spark_returns_no_records_of_is_never_loaded_though_its_head_show
 NAMES = ["_a.csv", "_a=b.csv", ".a.csv", "a.csv._COPYING_", "_metadata.csv", "_common_metadata.csv", "a_.csv", "a.csv"]
 
 
-def test_the_names_refused_as_hidden_are_those_spark_hides(spark):
-    """Spark's own rule (HadoopFSUtils.shouldFilterOutPathName), asked through the JVM, on each name."""
-    spark_hides = spark.sparkContext._jvm.org.apache.spark.util.HadoopFSUtils.shouldFilterOutPathName
-    refused = {name: refused_name(f"gs://b/input/{name}") is not None for name in NAMES}
-    assert refused == {name: spark_hides(name) for name in NAMES}
-    assert sum(refused.values()) == 3
+def test_the_names_refused_as_hidden_are_those_spark_does_not_read(spark, tmp_path):
+    """Asked of Spark itself: each name, alone in a read of its exact path, gives its one record or none."""
+    read = {}
+    for name in NAMES:
+        path = write_csv(tmp_path / name.replace(".", "d"), name, "x\n")
+        read[name] = spark.read.option("__globPaths__", "false").text(str(path)).count() == 1
+    accepted = {name: refused_name(f"gs://b/input/{name}") is None for name in NAMES}
+    assert accepted == read
+    assert sorted(name for name, readable in read.items() if not readable) == [
+        ".a.csv",
+        "_a.csv",
+        "_common_metadata.csv",
+        "_metadata.csv",
+        "a.csv._COPYING_",
+    ]
 
 
 def test_the_suffixes_refused_are_those_hadoop_decompresses_by(spark):
@@ -153,6 +162,7 @@ def test_the_suffixes_refused_are_those_hadoop_decompresses_by(spark):
         (b'a,b\n1,"x\ny"\r\n2,3\r\n', None, 2),
         (b'a,b\n1,"open\n2,3\n', None, 1),
         (b"x^not zlib,b\n1,2\n", None, 1),  # starts like a zlib header, but it is text
+        (b"a,b\n1," + b"x" * 200_000 + b"\n\x00\n", None, 2),  # a field past Python's csv default limit
         (gzip.compress(b"a,b\n1,2\n3,4\n"), "gzip", 2),
         (bz2.compress(b"a,b\n1,2\n"), "bzip2", 1),
         (zlib.compress(b"a,b\n1,2\n"), "zlib", 1),
@@ -253,7 +263,7 @@ def test_a_real_replacement_character_is_data_and_invalid_bytes_are_rejected(spa
 def test_crlf_rows_under_an_lf_header_are_the_same_events_as_an_all_crlf_copy(spark, tables, tmp_path):
     header = HEADER.rstrip("\n") + ",carrier\n"
     rows = _row("K1").rstrip("\n") + ",DHL\n" + _row("K2").rstrip("\n") + ',"UPS"\n'
-    mixed = write_csv(tmp_path, "mixed.csv", header + rows.replace("\n", "\r\n"))
+    mixed = write_csv(tmp_path, "mixed.csv", header + rows.replace("\n", "\r\n") + "\r\n")  # and a blank line
     crlf = write_csv(tmp_path, "crlf.csv", (header + rows).replace("\n", "\r\n"))
 
     metrics = _stage(spark, tables, [mixed, crlf], "crlf")
