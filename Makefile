@@ -62,7 +62,7 @@ HISTORIES ?= 2000
 FILES ?= 1500
 fuzz: venv jars ## Hypothesis: new event histories against the contract's model, new hostile files against the stage
 	HYPOTHESIS_PROFILE=fuzz ORDER_TRACKING_PROPERTY_HISTORIES=$(HISTORIES) ORDER_TRACKING_FUZZ_FILES=$(FILES) \
-		$(PY) -m pytest tests/spark_jobs/test_properties.py tests/spark_jobs/test_stage_fuzz.py $(PYTEST_ARGS)
+		$(PY) -m pytest --timeout 3600 tests/spark_jobs/test_properties.py tests/spark_jobs/test_stage_fuzz.py $(PYTEST_ARGS)
 
 # The Spark job tests on the oldest supported runtime's PySpark and Delta (CI runs both this and make test).
 test-oldest-runtime: $(OLDEST_STAMP) $(OLDEST_JARS)/.copied

@@ -255,29 +255,37 @@ def _inspect(spark: SparkSession, item: dict, path: str) -> InputFile:
             raise
         return found.rejected(refused_name(path) or reason)  # Spark Connect cannot list a hidden name either
     found = replace(found, path=path, size=size, modified=modified, header=file_header(head, size))
-    if listed.size is not None and listed.size != size:
-        return found.rejected(f"changed since it was listed: {listed.size} bytes then, {size} now")
-    compression = compression_of(head)
-    refusal = refused_name(path) or (
-        f"{compression}-compressed content: the contract takes uncompressed CSV; upload it decompressed"
-        if compression
-        else None
-    )
+    refusal = _refusal(listed.size, size, path, head)
     if refusal:
         found = found.rejected(refusal)
     if found.header.cells:
         return replace(found, quote_left_open=len(head) >= size and quote_left_open(head))
     # Spark will not read it: its records are counted here, so that every row of the batch is accounted for.
-    return replace(found, rows=_count_records(spark, path, size, head))
+    return counted(spark, found, head)
 
 
-def _count_records(spark: SparkSession, path: str, size: int, head: bytes) -> int | None:
-    """The data records of a file Spark does not read, counted from its bytes (None past ``COUNTED_BYTES``)."""
-    if len(head) < size:
-        if size > COUNTED_BYTES:
-            return None
-        head = read_head(spark, path, size)[2]
-    return count_records(head)
+def _refusal(listed_size: int | None, size: int, path: str, head: bytes) -> str | None:
+    """Why a file that could be read is still not to be read by Spark: changed since it was listed, a name the
+    reader hides or decompresses by, or compressed content."""
+    if listed_size is not None and listed_size != size:
+        return f"changed since it was listed: {listed_size} bytes then, {size} now"
+    compression = compression_of(head)
+    if compression:
+        return f"{compression}-compressed content: the contract takes uncompressed CSV; upload it decompressed"
+    return refused_name(path)
+
+
+def counted(spark: SparkSession, item: InputFile, head: bytes = b"") -> InputFile:
+    """A file Spark does not read (rejected whole), with its data records counted on the driver from its bytes
+    (``head`` when it is the whole file); not counted past ``COUNTED_BYTES`` or when it cannot be read."""
+    if len(head) < item.size:
+        if item.size > COUNTED_BYTES:
+            return item
+        try:
+            head = read_head(spark, item.path, item.size)[2]
+        except FileFault:
+            return item
+    return replace(item, rows=count_records(head))
 
 
 def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFile]:

@@ -25,6 +25,7 @@ from spark_jobs.extract import (
     RECORD_ID,
     InputFile,
     changed_while_read,
+    counted,
     file_fault,
     read_csv_records,
     read_input_files,
@@ -81,7 +82,7 @@ def read_batch(spark: SparkSession, inputs: list[dict]) -> Iterator[ReadBatch]:
                 keeping.close()
                 culprit, reason = unreadable_file(spark, files, error)
                 LOG.warning("%s is rejected whole: %s; reading the batch's other files again", culprit.uri, reason)
-                files = [item.rejected(reason) if item is culprit else item for item in files]
+                files = [counted(spark, item.rejected(reason)) if item is culprit else item for item in files]
                 continue
             yield ReadBatch(changed_while_read(spark, files), parsed, counts, kept)
             return

@@ -75,6 +75,12 @@ def test_files_that_cannot_be_read_are_rejected_whole_and_the_rest_of_the_batch_
         ),
     }
     assert (metrics["rows_staged"], metrics["files_rejected"]) == (2, 6)
+    # Every data row of a file rejected whole is counted, from its bytes where Spark could not read it.
+    rows = {f["uri"].rsplit("/", 1)[-1]: f["rows"] for f in metrics["files"]}
+    assert rows == {
+        **{"good.csv": 2, "long_field.csv": 2, "wide.csv": 2, "resized.csv": 1},
+        **{"absent.csv": 0, "folder.csv": 0, "double.csv": 0},  # no bytes to count
+    }
     staged = read(spark, tables.staging).collect()
     assert sorted((r["tracking_num"], r["_source_file"]) for r in staged) == [
         ("TRK0001", f"file:{good}"),
