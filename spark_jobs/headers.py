@@ -186,9 +186,14 @@ def count_records(data: bytes) -> int | None:
     return max(records - 1, 0)
 
 
-# A quoted field (a quote at a field's start, to its closing quote), and a quote that opens one.
-_CLOSED_FIELD = re.compile(r'(?:^|(?<=[,\r\n]))"[^"]*(?:""[^"]*)*"')
-_OPENING_QUOTE = re.compile(r'(?:^|[,\r\n])"')
+# The quoting rules as regular expressions that Python's and Java's engines read alike (the stage applies
+# them to a file's bytes on the driver, and to a record's raw text in Spark): a quoted field, written so
+# that Java's engine loops rather than recurses per character; one that starts a field, to its closing
+# quote; and a quote that opens a field.
+QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
+CLOSED_FIELD = r"(?:^|(?<=[,\r\n]))" + QUOTED_FIELD
+OPENING_QUOTE = r'(?:^|[,\r\n])"'
+_CLOSED_FIELD, _OPENING_QUOTE = re.compile(CLOSED_FIELD), re.compile(OPENING_QUOTE)
 
 
 def quote_left_open(data: bytes) -> bool:

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.extract import BYTES_VALID, RAW_TEXT, RECORD_ID
-from spark_jobs.headers import FileHeader
+from spark_jobs.headers import CLOSED_FIELD, OPENING_QUOTE, QUOTED_FIELD, FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
     EARLIEST_YEAR,
@@ -46,10 +46,6 @@ _RANK = "_rank"
 _ROW_FILES = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), T.StructField(FILE_LOADED, T.BooleanType())])
 _ROW_SOURCES = T.StructType([*_ROW_FILES.fields, T.StructField(FIRST_RECORD_ID, T.LongType())])
 
-# A quoted CSV field, written so that Java's regex engine loops rather than recurses per character.
-_QUOTED_FIELD = r'"[^"]*(?:""[^"]*)*"'
-_CLOSED_FIELD = r'(^|(?<=[,\r\n]))"[^"]*(?:""[^"]*)*"'  # a quoted field from its start to its closing quote
-_OPENING_QUOTE = r'(^|[,\r\n])"'
 _OPEN_TO_END = r'(?s)(^|,)".*$'  # from a quote that opens a field to the record's end
 _DIGITS = "0123456789"
 _DATE_SHAPE = "0000-00-00"
@@ -59,13 +55,13 @@ _TIMESTAMP_SHAPES = ("0000-00-00 00:00:00", "0000-00-00T00:00:00")
 def field_count(raw_text: Column) -> Column:
     """Number of fields in a raw CSV record: commas outside quoted fields, plus one. A quote that opens a
     field and never closes makes the rest of the record that one field."""
-    unquoted = F.regexp_replace(F.regexp_replace(raw_text, _QUOTED_FIELD, ""), _OPEN_TO_END, "$1")
+    unquoted = F.regexp_replace(F.regexp_replace(raw_text, QUOTED_FIELD, ""), _OPEN_TO_END, "$1")
     return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
 
 
 def quote_open(raw_text: Column) -> Column:
     """Whether a raw record ends inside a quoted field: a quote at a field's start that never closes."""
-    return F.regexp_replace(raw_text, _CLOSED_FIELD, "").rlike(_OPENING_QUOTE)
+    return F.regexp_replace(raw_text, CLOSED_FIELD, "").rlike(OPENING_QUOTE)
 
 
 def physical_lines(text: Column) -> Column:

@@ -107,7 +107,7 @@ def report_quarantined_files(settings: LoadSettings, stage_result: dict, moved: 
     """Fail the run at its end when the stage quarantined files, naming each with its reason: the rest of
     the batch loaded and is archived, and the next run goes on, but a quarantine needs someone to act.
 
-    Not retried: a retry finds the same files quarantined. Returns the quarantined files when there are none.
+    Not retried: a retry finds the same files quarantined. With none quarantined, it returns an empty list of them.
     """
     files = JobMetrics.from_dict(stage_result).files
     quarantined = [item for item in files if item.status == FileStatus.REJECTED]
