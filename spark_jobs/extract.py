@@ -28,6 +28,7 @@ from spark_jobs.headers import (
     count_records,
     file_header,
     quote_left_open,
+    quote_open_at_end,
 )
 from spark_jobs.schema import MAX_FIELD_CHARS, MAX_RECORD_FIELDS, SOURCE_FILE
 
@@ -35,6 +36,7 @@ LOG = logging.getLogger("order_tracking")
 RAW_TEXT = "_raw_text"  # a malformed record's text as read (null for a record of the header's width)
 BYTES_VALID = "_bytes_valid"  # every cell of the record is valid UTF-8 (a replaced byte and a real U+FFFD differ)
 RECORD_ID = "_record_id"  # increases by one per record within a file: its line number less the file's first id
+LAST_FIELD_BYTES = "_last_field_bytes"  # the last field as read (unquoted), in bytes: ``quote_open_at_end``
 _CORRUPT = "_corrupt_record"
 # Spark's file sources expand a path holding ``[ ] { } * ? \\`` as a glob unless told not to (the option
 # its own streaming source reads exact files with): a name is read as written, whatever it holds.
@@ -162,15 +164,15 @@ def refused_name(path: str) -> str | None:
     return None
 
 
-def read_head(spark: SparkSession, path: str, head_bytes: int = HEAD_BYTES) -> tuple[int, int, bytes]:
+def read_head(spark: SparkSession, path: str, head_bytes: int = HEAD_BYTES, offset: int = 0) -> tuple[int, int, bytes]:
     """Size, modification time (epoch ms) and first ``head_bytes`` bytes of a file (local, gs://, dbfs:, a
-    volume). ``FileFault`` when it is gone or a directory."""
+    volume), or those from ``offset`` on. ``FileFault`` when it is gone or a directory."""
     read = _read_head_hadoop if has_driver_jvm(spark) else _read_head_spark
-    return read(spark, path, head_bytes)
+    return read(spark, path, head_bytes, offset)
 
 
-def _read_head_hadoop(spark: SparkSession, path: str, head_bytes: int) -> tuple[int, int, bytes]:
-    """Through the driver JVM's Hadoop file system: only the first bytes are read."""
+def _read_head_hadoop(spark: SparkSession, path: str, head_bytes: int, offset: int) -> tuple[int, int, bytes]:
+    """Through the driver JVM's Hadoop file system: only the bytes asked for are read."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
@@ -183,14 +185,15 @@ def _read_head_hadoop(spark: SparkSession, path: str, head_bytes: int) -> tuple[
     if status.isDirectory():
         raise FileFault("a directory, not a file")
     size, modified = int(status.getLen()), int(status.getModificationTime())
-    if size == 0 or head_bytes == 0:
+    if size <= offset or head_bytes == 0:
         return size, modified, b""
     # Java 8 APIs only: classic clusters before DBR 16 run JDK 8 (``InputStream.readNBytes`` is Java 11).
     # py4j passes byte arrays by value, so the head is read into a JVM buffer through a channel (NIO, Java
     # 1.4), whose array comes back as bytes; a read returns what the stream has, so it loops until full.
-    head = jvm.java.nio.ByteBuffer.allocate(min(size, head_bytes))
+    head = jvm.java.nio.ByteBuffer.allocate(min(size - offset, head_bytes))
     stream = fs.open(hadoop_path)
     try:
+        stream.seek(offset)
         channel = jvm.java.nio.channels.Channels.newChannel(stream)
         while head.hasRemaining() and channel.read(head) >= 0:
             pass
@@ -199,12 +202,12 @@ def _read_head_hadoop(spark: SparkSession, path: str, head_bytes: int) -> tuple[
     return size, modified, bytes(head.array())[: head.position()]
 
 
-def _read_head_spark(spark: SparkSession, path: str, head_bytes: int) -> tuple[int, int, bytes]:
+def _read_head_spark(spark: SparkSession, path: str, head_bytes: int, offset: int) -> tuple[int, int, bytes]:
     """Through Spark's ``binaryFile`` source, for Spark Connect: it reads the whole file to return its head
     (and none of it for ``head_bytes=0``). A file path lists one file; a directory lists what it holds,
     under other paths.
     """
-    head = F.substring("content", 1, head_bytes) if head_bytes else F.lit(None).cast("binary")
+    head = F.substring("content", offset + 1, head_bytes) if head_bytes else F.lit(None).cast("binary")
     try:
         listed = (
             spark.read.format("binaryFile")
@@ -299,19 +302,26 @@ def read_input_files(spark: SparkSession, items: Sequence[dict]) -> list[InputFi
         return list(pool.map(lambda item, path: _inspect(spark, item, path), items, paths))
 
 
-def changed_while_read(spark: SparkSession, files: list[InputFile]) -> list[InputFile]:
+def checked_after_read(spark: SparkSession, files: list[InputFile], last_fields: dict[str, int]) -> list[InputFile]:
     """The files again, each one whose records were read rejected whole if it is gone or has another size or
-    modification time than when its head was read: its header and records may be of different versions."""
+    modification time than when its head was read (its header and records may be of different versions),
+    and each one longer than its head marked ``quote_left_open`` when its tail shows the last field of its
+    last record (``last_fields``: bytes, by path) to be a quote opened and never closed."""
 
     def recheck(item: InputFile) -> InputFile:
         if not item.header.names:
             return item
+        last_field = last_fields.get(item.path)
+        # The head was the whole file where it is no longer than HEAD_BYTES: its bytes were checked then.
+        tail = min(item.size, 2 * last_field + 2) if last_field is not None and item.size > HEAD_BYTES else 0
         try:
-            size, modified, _ = read_head(spark, item.path, head_bytes=0)
+            size, modified, data = read_head(spark, item.path, head_bytes=tail, offset=item.size - tail)
         except FileFault:
             return item.rejected("gone while it was read")
         if (size, modified) != (item.size, item.modified):
             return item.rejected(f"changed while it was read: {item.size} bytes then, {size} now")
+        if tail and quote_open_at_end(data, last_field):
+            return replace(item, quote_left_open=True)
         return item
 
     with ThreadPoolExecutor(max_workers=min(_HEAD_READERS, len(files) or 1)) as pool:
@@ -334,10 +344,12 @@ def _schema_names(header_cells: tuple[str, ...]) -> list[str]:
     return [f"_c{i}" for i in range(len(header_cells))]
 
 
-def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: tuple[str, ...]) -> DataFrame:
+def read_csv_records(spark: SparkSession, files: list[InputFile], header: FileHeader) -> DataFrame:
     """Read files that share a header, in one scan, as string cells named ``_c0``, ``_c1`` ... by position.
 
-    The header line is skipped. Spark keeps the raw text (``_raw_text``) only of a record whose field
+    The header line is skipped. Records end at the header's line ending (``FileHeader.line_break``), never
+    at one Spark's reader guesses from a file's first line: LF, CRLF and LF-only rows mix in one file,
+    and a quoted line break is kept as written. Spark keeps the raw text (``_raw_text``) only of a record whose field
     count differs from the header's. Quoted line breaks are allowed (``multiLine``), so a file is never
     split: its records keep their order within one task, which ``_record_id`` follows. A field longer
     than ``MAX_FIELD_CHARS`` or a record wider than ``MAX_RECORD_FIELDS`` fails the read (``file_fault``
@@ -345,7 +357,7 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     never above the largest file's size, which no field of these files can exceed.
     """
     field_chars = min(MAX_FIELD_CHARS, max(item.size for item in files) + 1)
-    names = _schema_names(header_cells)
+    names = _schema_names(header.cells)
     schema = T.StructType(
         [T.StructField(name, T.StringType()) for name in names] + [T.StructField(_CORRUPT, T.StringType())]
     )
@@ -353,6 +365,7 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
         header=True,
         enforceSchema=True,
         multiLine=True,
+        lineSep=header.line_break,
         mode="PERMISSIVE",
         columnNameOfCorruptRecord=_CORRUPT,
         quote='"',
@@ -372,13 +385,15 @@ def read_csv_records(spark: SparkSession, files: list[InputFile], header_cells: 
     reads = ([plain] if plain else []) + [[path] for path in paths if _GLOB_CHARS.search(path)]
     cells = [_decoded(F.col(_quoted(name))) for name in names]
     if cells:
-        # A CR that ends a record's last field is its line ending's (CRLF rows under an LF header).
+        # A CR that ends a record's last field is its line ending's (CRLF rows, read at LF).
         last_text, last_valid = cells[-1]
         cells[-1] = (F.regexp_replace(last_text, "\r\\z", ""), last_valid)
     columns = [
         *[text.alias(f"_c{i}") for i, (text, _) in enumerate(cells)],
         _decoded(F.col(_CORRUPT))[0].alias(RAW_TEXT),
         reduce(operator.and_, [valid for _, valid in cells], F.lit(True)).alias(BYTES_VALID),
+        # Bytes, as the reader reads one character a byte: of the last field as read, its line breaks included.
+        (F.length(F.col(_quoted(names[-1]))) if names else F.lit(None)).cast("int").alias(LAST_FIELD_BYTES),
         # Spark reports the path URL-encoded; name it as the file is named ("+" is literal in a path).
         F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B"))).alias(SOURCE_FILE),
     ]

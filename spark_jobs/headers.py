@@ -46,6 +46,9 @@ class FileHeader:
     text: str = ""  # the header record as written, for the rejects table
     cells: tuple[str, ...] = ()  # the names untrimmed, as Spark's CSV reader sees them
     data_follows: bool = False  # the file's head holds more than white space after the header record
+    # The line ending Spark's reader is told to split records at: a bare CR where the header record ends with
+    # one (old Mac exports), else LF (a CRLF's CR then ends a record's last field, and the stage strips it).
+    line_break: str = "\n"
 
     def position(self, name: str) -> int | None:
         """The 0-based position of a column, or None when the header lacks it."""
@@ -142,6 +145,7 @@ def file_header(head: bytes, size: int) -> FileHeader:
         text=record.removeprefix(_BOM),
         cells=cells,
         data_follows=bool(rest.strip()),
+        line_break="\r" if rest.startswith("\r") and not rest.startswith("\r\n") else "\n",
     )
 
 
@@ -199,3 +203,25 @@ _CLOSED_FIELD, _OPENING_QUOTE = re.compile(CLOSED_FIELD), re.compile(OPENING_QUO
 def quote_left_open(data: bytes) -> bool:
     """True when a whole file's bytes end inside a quoted field: a quote at a field's start never closed."""
     return bool(_OPENING_QUOTE.search(_CLOSED_FIELD.sub("", data.decode("utf-8", errors="replace"))))
+
+
+def quote_open_at_end(tail: bytes, field_bytes: int) -> bool:
+    """True when a file whose last bytes are ``tail`` ends inside a quoted field that Spark's reader returned
+    as a last field of ``field_bytes`` bytes (unquoted: a doubled quote counted once), read to the end of
+    the file: the tail is that field's bytes after an opening quote at a field's start. A field that
+    closed ends in a lone closing quote, or holds no quote at all where its opening one would be.
+
+    Read back from the end, ``""`` is one quote of the field, any other byte one byte of it; a lone
+    quote before the field is whole means it closed. ``tail`` must hold up to ``2 * field_bytes + 2`` bytes.
+    """
+    end, read = len(tail), 0
+    while read < field_bytes:
+        if end == 0:
+            return False
+        if tail[end - 1 : end] == b'"':
+            if tail[end - 2 : end - 1] != b'"':
+                return False  # a lone quote: the field closed here, or was never quoted
+            end -= 1
+        end -= 1
+        read += 1
+    return end >= 2 and tail[end - 1 : end] == b'"' and tail[end - 2 : end - 1] in (b",", b"\r", b"\n")

@@ -21,10 +21,11 @@ from pyspark.sql import types as T
 from spark_jobs.cli import LOG
 from spark_jobs.extract import (
     BYTES_VALID,
+    LAST_FIELD_BYTES,
     RAW_TEXT,
     RECORD_ID,
     InputFile,
-    changed_while_read,
+    checked_after_read,
     counted,
     file_fault,
     read_csv_records,
@@ -44,6 +45,7 @@ _NO_RECORDS = T.StructType(
         T.StructField(RECORD_ID, T.LongType()),
         T.StructField(RAW_TEXT, T.StringType()),
         T.StructField(BYTES_VALID, T.BooleanType()),
+        T.StructField(LAST_FIELD_BYTES, T.IntegerType()),
     ]
 )
 
@@ -84,8 +86,18 @@ def read_batch(spark: SparkSession, inputs: list[dict]) -> Iterator[ReadBatch]:
                 LOG.warning("%s is rejected whole: %s; reading the batch's other files again", culprit.uri, reason)
                 files = [counted(spark, item.rejected(reason)) if item is culprit else item for item in files]
                 continue
-            yield ReadBatch(changed_while_read(spark, files), parsed, counts, kept)
+            yield ReadBatch(checked_after_read(spark, files, last_fields(counts)), parsed, counts, kept)
             return
+
+
+def last_fields(counts: list[dict]) -> dict[str, int]:
+    """The bytes of each file's last record's last field (``record_counts``' groups: the one whose record is last)."""
+    last: dict[str, tuple[int, int]] = {}
+    for row in counts:
+        path = row["_source_file"]
+        if row["last_field_bytes"] is not None and (path not in last or row["last_id"] > last[path][0]):
+            last[path] = (row["last_id"], row["last_field_bytes"])
+    return {path: field for path, (_, field) in last.items()}
 
 
 def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
@@ -94,7 +106,7 @@ def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:
     for item in files:
         if item.header.names:
             groups[item.header].append(item)
-    frames = [parse_orders(read_csv_records(spark, group, header.cells), header) for header, group in groups.items()]
+    frames = [parse_orders(read_csv_records(spark, group, header), header) for header, group in groups.items()]
     return (
         # Called on each frame: DataFrame.unionByName is the classic DataFrame's on PySpark 3.5, even on Connect.
         reduce(lambda left, right: left.unionByName(right), frames)

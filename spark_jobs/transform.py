@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import BYTES_VALID, RAW_TEXT, RECORD_ID
+from spark_jobs.extract import BYTES_VALID, LAST_FIELD_BYTES, RAW_TEXT, RECORD_ID
 from spark_jobs.headers import CLOSED_FIELD, OPENING_QUOTE, QUOTED_FIELD, FileHeader
 from spark_jobs.schema import (
     BATCH_ID,
@@ -148,8 +148,8 @@ def parse_orders(records: DataFrame, header: FileHeader, rules: tuple[Rule, ...]
 
     ``records`` are ``read_csv_records`` cells (``_c0`` ...) in header order. The result has the business
     columns (typed; null where absent or unparseable), ``_rescued_data`` (unknown columns as JSON),
-    ``_source_file``, ``_record_id``, ``_raw_text`` (a rejected row's text; null for a valid one) and
-    ``_reject_reasons`` (empty for a valid row).
+    ``_source_file``, ``_record_id``, ``_last_field_bytes``, ``_raw_text`` (a rejected row's text; null for a
+    valid one) and ``_reject_reasons`` (empty for a valid row).
 
     It works in three projections (text, then typed values, then reasons), each referring to the
     previous one's columns, so that each value is computed once per row.
@@ -171,6 +171,7 @@ def parse_orders(records: DataFrame, header: FileHeader, rules: tuple[Rule, ...]
         SOURCE_FILE,
         RECORD_ID,
         RAW_TEXT,
+        LAST_FIELD_BYTES,
         *cells,
         _reject_reasons(fields, rules, len(cells)).alias(REJECT_REASONS),
     ).select(
@@ -178,6 +179,7 @@ def parse_orders(records: DataFrame, header: FileHeader, rules: tuple[Rule, ...]
         RESCUED_DATA,
         SOURCE_FILE,
         RECORD_ID,
+        LAST_FIELD_BYTES,
         REJECT_REASONS,
         # The text of a rejected row: as read when malformed, else rebuilt from its fields (rejected rows only).
         F.when(F.size(REJECT_REASONS) > 0, F.coalesce(F.col(RAW_TEXT), rebuilt)).alias(RAW_TEXT),
@@ -200,6 +202,7 @@ def _texts(records: DataFrame, header: FileHeader, cells: list[Column]) -> DataF
         F.col(SOURCE_FILE),
         F.col(RECORD_ID),
         F.regexp_replace(F.col(RAW_TEXT), r"[\r\n]+$", "").alias(RAW_TEXT),
+        F.col(LAST_FIELD_BYTES),
         F.concat_ws("\u0001", *cells).alias(_CELLS_TEXT),
         F.col(BYTES_VALID),
         *cells,
@@ -256,6 +259,7 @@ def record_counts(parsed: DataFrame) -> DataFrame:
         F.max(RECORD_ID).alias("last_id"),
         F.max_by(physical_lines(F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("last_lines"),
         F.max_by(quote_open(F.col(RAW_TEXT)), F.col(RECORD_ID)).alias("last_open"),
+        F.max_by(LAST_FIELD_BYTES, RECORD_ID).alias("last_field_bytes"),
         F.bit_xor(F.xxhash64(content)).alias("hash_xor"),
         F.sum(F.hash(content).cast("long")).alias("hash_sum"),
     )

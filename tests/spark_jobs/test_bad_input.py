@@ -160,7 +160,7 @@ def test_formatting_survives_and_columns_map_by_name(spark, tables, tmp_path):
                 dt.date(2023, 1, 1),
                 dt.date(2023, 1, 3),
                 "Delivered",
-                "Line one\nLine two",  # the CSV parser stores a quoted line break as LF
+                "Line one\r\nLine two",  # a quoted line break is the value's, kept as written
                 dt.datetime(2023, 1, 2, 10),
                 None,
                 3,

@@ -80,4 +80,4 @@ def test_a_file_with_bare_cr_line_endings_throughout_loads_every_row(spark, tabl
 
     assert (metrics["files"][0]["status"], metrics["rows_read"], metrics["rows_staged"]) == ("loaded", 2, 2)
     staged = {r["tracking_num"]: r["status"] for r in read(spark, tables.staging).collect()}
-    assert staged == {"CR-K0": "In Transit", "CR-K1": "Deliv\nered"}  # a quoted CR is stored as LF, as Spark reads it
+    assert staged == {"CR-K0": "In Transit", "CR-K1": "Deliv\rered"}  # a quoted line break is kept as written

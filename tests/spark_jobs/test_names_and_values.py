@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import extract
 from spark_jobs.extract import DECOMPRESSED_SUFFIXES, refused_name
-from spark_jobs.headers import HEAD_BYTES, compression_of, count_records
+from spark_jobs.headers import HEAD_BYTES, compression_of, count_records, quote_open_at_end
 from spark_jobs.merge_orders import merge_orders
 from spark_jobs.outcomes import NONE_READ
 from spark_jobs.stage_orders import stage_orders
@@ -273,6 +273,32 @@ def test_crlf_rows_under_an_lf_header_are_the_same_events_as_an_all_crlf_copy(sp
     assert staged == {"K1": '{"carrier":"DHL"}', "K2": '{"carrier":"UPS"}'}
 
 
+@pytest.mark.parametrize(
+    ("name", "header_end", "row_ends"),
+    [
+        ("crlf_header_lf_rows.csv", "\r\n", ["\n", "\n", "\n"]),
+        ("crlf_header_mixed_rows.csv", "\r\n", ["\n", "\r\n", "\n"]),
+        ("bare_cr.csv", "\r", ["\r", "\r", "\r"]),
+    ],
+)
+def test_rows_end_at_any_line_ending_after_a_crlf_header_and_a_quoted_line_break_is_kept_as_written(
+    spark, tables, tmp_path, name, header_end, row_ends
+):
+    """The reader once took the first line's ending for the file's: after a CRLF header, LF-only rows were
+    joined into one record (rejected for its width). A quoted line break is a value's, kept as written."""
+    quoted = {"\n": '"Flat 2\r\nBack door"', "\r\n": '"Flat 2\nBack door"', "\r": '"Flat 2\rBack door"'}
+    rows = [_row("K1"), _row("K2", address=quoted[row_ends[1]]), _row("K3")]
+    ended = [row.rstrip("\n") + end for row, end in zip(rows, row_ends, strict=True)]
+    text = HEADER.rstrip("\n") + header_end + "".join(ended)
+    path = write_csv(tmp_path, name, text)
+
+    metrics = _stage(spark, tables, [path], "line_endings")
+
+    assert _files(metrics) == {name: ("loaded", 3, 0)}
+    staged = {r["tracking_num"]: (r["address"], r["_line_number"]) for r in read(spark, tables.staging).collect()}
+    assert staged == {"K1": ("1 Elm St", 2), "K2": (quoted[row_ends[1]].strip('"'), 3), "K3": ("1 Elm St", 4)}
+
+
 # 7. Long headers
 
 
@@ -330,6 +356,48 @@ def test_a_quote_opened_in_the_last_lines_middle_column_of_a_file_larger_than_it
     )
     (last,) = read(spark, tables.rejects).where(F.col("line_number") == 1202).collect()
     assert last["reason"] == "expected 7 fields, found 6"
+
+
+@pytest.mark.parametrize("newline", ["\n", ""])
+def test_a_quote_opened_in_the_last_lines_last_column_of_a_file_larger_than_its_head_rejects_it(
+    spark, tables, tmp_path, newline
+):
+    """The record the reader returns has the right width and a valid timestamp (the swallowed line break is
+    trimmed away): only the file's tail tells, checked against the last field's length as read."""
+    rows = "".join(_row(f"K{n}") for n in range(1200))
+    opened = _row("LAST").replace(",2023-01-01 10:00:00\n", ',"2023-01-01 10:00:00') + newline
+    closed = _row("LAST").replace(",2023-01-01 10:00:00\n", ',"2023-01-01 10:00:00\n"\n')
+    big = write_csv(tmp_path, "big.csv", HEADER + rows + opened)
+    fine = write_csv(tmp_path, "fine.csv", HEADER + rows.replace(",K", ",F") + closed)
+    assert min(big.stat().st_size, fine.stat().st_size) > HEAD_BYTES
+
+    metrics = _stage(spark, tables, [big, fine], "open_quote_big_last")
+
+    assert _files(metrics) == {"big.csv": ("rejected", 1201, 1201), "fine.csv": ("loaded", 1201, 0)}
+    (reason,) = [f["reason"] for f in metrics["files"] if f["status"] == "rejected"]
+    assert reason == "unclosed quote: the record on line 1202 runs to the end of the file (1 line read as one record)"
+
+
+@pytest.mark.parametrize(
+    ("tail", "field", "open_"),
+    [
+        (b'1,"abc', 3, True),
+        (b'1,"abc\n', 4, True),
+        (b'1,"a""b\r\n', 5, True),  # a doubled quote is one byte of the field
+        (b'1\n"""x', 2, True),  # the opening quote, then a doubled one
+        (b'1,"', 0, True),
+        (b'1,"abc"', 3, False),  # closed
+        (b'1,"abc\n"\n', 4, False),  # closed, the field ending in a line break
+        (b'1,"a"""', 2, False),  # closed, the field ending in a quote
+        (b'1,""', 0, False),  # an empty quoted field
+        (b"1,abc\n", 3, False),  # not quoted
+        (b'1, "abc\n', 5, False),  # a quote after a space is a character
+        (b'1,x "y\n', 4, False),
+        (b'"abc', 3, False),  # the separator before it is not in the tail
+    ],
+)
+def test_the_tail_shows_a_quote_left_open_only_when_the_last_field_runs_from_an_opening_quote(tail, field, open_):
+    assert quote_open_at_end(tail, field) is open_
 
 
 # 9. The gate holds good files hostage

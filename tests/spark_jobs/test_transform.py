@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.extract import BYTES_VALID, RAW_TEXT, RECORD_ID, InputError, InputFile, normalise_uri
+from spark_jobs.extract import BYTES_VALID, LAST_FIELD_BYTES, RAW_TEXT, RECORD_ID, InputError, InputFile, normalise_uri
 from spark_jobs.headers import file_header
 from spark_jobs.outcomes import file_outcomes
 from spark_jobs.schema import (
@@ -106,10 +106,13 @@ RECORDS = T.StructType(
 
 
 def _records(spark, rows, schema=RECORDS, bytes_valid=True):
-    """``read_csv_records``' rows: cells, raw text, source file, record id, and whether the bytes were UTF-8."""
-    return spark.createDataFrame(rows, schema).withColumn(BYTES_VALID, F.lit(bytes_valid))
+    """``read_csv_records``' rows: cells, raw text, source file, record id, whether the bytes were UTF-8, and
+    the last field's bytes (passed through as read)."""
+    frame = spark.createDataFrame(rows, schema).withColumn(BYTES_VALID, F.lit(bytes_valid))
+    return frame.withColumn(LAST_FIELD_BYTES, F.lit(LAST_FIELD).cast("int"))
 
 
+LAST_FIELD = 19
 # An empty field reads as null.
 GOOD = ("1", "TRK1", "2023-01-01", None, "In Transit", "1 Elm St", "2023-01-01 10:00:00")
 GOOD_VALUES = (1, "TRK1", dt.date(2023, 1, 1), None, "In Transit", "1 Elm St", dt.datetime(2023, 1, 1, 10))
@@ -119,6 +122,7 @@ PARSED = T.StructType(
         T.StructField(RESCUED_DATA, T.StringType()),
         T.StructField(SOURCE_FILE, T.StringType()),
         T.StructField(RECORD_ID, T.LongType()),
+        T.StructField(LAST_FIELD_BYTES, T.IntegerType()),
         T.StructField(REJECT_REASONS, T.ArrayType(T.StringType())),
         T.StructField(RAW_TEXT, T.StringType()),
     ]
@@ -244,7 +248,7 @@ def test_parse_orders_applies_one_rule(spark, rule):
 
     parsed = parse_orders(records, SEED_HEADER)
 
-    expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, reasons, rejected_text)], PARSED)
+    expected = spark.createDataFrame([(*values, None, "file:/in/a.csv", 7, LAST_FIELD, reasons, rejected_text)], PARSED)
     assert_df_equality(parsed, expected, ignore_nullable=True)
 
 
@@ -321,6 +325,7 @@ def test_parse_orders_maps_columns_by_name_and_rescues_unknown_ones(spark):
                 '{"carrier":"DHL"}',
                 "f",
                 3,
+                LAST_FIELD,
                 [],
                 None,
             )
