@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+# How the reason of a file replaced after its run listed it starts (the stage writes it, the DAG's report reads it).
+CHANGED_SINCE_LISTED = "changed since it was listed"
+
 
 class Result(StrEnum):
     """What a job says of itself, on its last line."""

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.contracts import Manifest, ManifestFile
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, Manifest, ManifestFile
 from spark_jobs.headers import (
     EMPTY_FILE,
     HEAD_BYTES,
@@ -271,7 +271,7 @@ def _refusal(listed_size: int | None, size: int, path: str, head: bytes) -> str 
     """Why a file that could be read is still not to be read by Spark: changed since it was listed, a name the
     reader hides or decompresses by, or compressed content."""
     if listed_size is not None and listed_size != size:
-        return f"changed since it was listed: {listed_size} bytes then, {size} now"
+        return f"{CHANGED_SINCE_LISTED}: {listed_size} bytes then, {size} now"
     compression = compression_of(head)
     if compression:
         return f"{compression}-compressed content: the contract takes uncompressed CSV; upload it decompressed"

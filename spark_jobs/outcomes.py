@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spark_jobs.contracts import BatchStatus, FileResult, FileStatus, JobMetrics, Result
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, BatchStatus, FileResult, FileStatus, JobMetrics, Result
 from spark_jobs.extract import InputError, InputFile
 
 TOP_REASONS = 3
@@ -153,15 +153,34 @@ def reject_limit_error(batch_id: str, outcomes: list[FileOutcome], limit: float,
     if any(o.loaded and not _over_limit(o, limit) for o in outcomes):
         return None
     read, rejected = sum(o.rows for o in outcomes), sum(o.rows_rejected for o in outcomes)
+    whole = sum(not o.loaded for o in outcomes)
     # Files rejected whole with no data row still leave nothing loaded: that is all of the batch rejected.
-    fraction = rejected / read if read else float(any(not o.loaded for o in outcomes))
+    fraction = rejected / read if read else float(whole > 0)
     if fraction <= limit:
         return None
+    figure = (
+        f"{rejected} of {read} rows rejected ({fraction:.1%}), above the limit of {limit:.1%}"
+        if read
+        else f"no data row read, {whole} of {len(outcomes)} file{'' if len(outcomes) == 1 else 's'} rejected whole"
+    )
     worst = "; ".join(f"{r['reason']} ({r['count']})" for r in top_reasons(outcomes))
     return (
-        f"batch {batch_id}: {rejected} of {read} rows rejected ({fraction:.1%}), above the limit "
-        f"of {limit:.1%}, and no file of it loads. Worst reasons: {worst}.{_files_to_look_at(outcomes)} "
-        f"The rejects are in {rejects_table}."
+        f"batch {batch_id}: {figure}, and no file of it loads. Worst reasons: {worst}.{_files_to_look_at(outcomes)} "
+        f"The rejects are in {rejects_table}.{_changed_since_listed(outcomes)}"
+    )
+
+
+def _changed_since_listed(outcomes: list[FileOutcome]) -> str:
+    """What to do when files were replaced after the run listed them: a retry, or a Clear of the stage alone,
+    reads the same list and fails the same way."""
+    changed = [o.file.uri for o in outcomes if not o.loaded and (o.reason or "").startswith(CHANGED_SINCE_LISTED)]
+    if not changed:
+        return ""
+    return (
+        f" {len(changed)} file{' was' if len(changed) == 1 else 's were'} replaced after the run listed "
+        f"{'it' if len(changed) == 1 else 'them'} ({', '.join(changed)}): a retry, or a Clear of this task, reads "
+        "the same list and fails the same way. To load the version in the input folder, clear list_new_files "
+        "with its downstream tasks (Clear, Downstream), which lists the folder again, or leave it for the next run."
     )
 
 

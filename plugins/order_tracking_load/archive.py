@@ -12,7 +12,7 @@ from google.api_core.retry import Retry
 
 from order_tracking_load import storage
 from order_tracking_load.settings import LoadSettings
-from spark_jobs.contracts import FileStatus, JobMetrics, Manifest
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, FileStatus, JobMetrics, Manifest
 
 LOG = logging.getLogger(__name__)
 
@@ -114,14 +114,30 @@ def report_quarantined_files(settings: LoadSettings, stage_result: dict, moved: 
     if not quarantined:
         LOG.info("no file quarantined: all %d files of the batch loaded", len(files))
         return {"quarantined": []}
-    where = (
-        f"moved to {', '.join(f'gs://{settings.bucket}/{name}' for name in moved['rejected'])}"
-        if moved.get("rejected")
-        else "left where they were (a replay, or moved by an earlier run)"
-    )
-    named = "; ".join(f"{item.uri} ({item.reason}, {item.rows} rows)" for item in quarantined)
-    raise AirflowFailException(
-        f"{len(quarantined)} of {len(files)} files quarantined; the other files loaded and are archived. "
-        f"Quarantined: {named}. They are {where}; their rows are in {settings.tables.rejects}. "
-        "Fix each file and upload it to the input folder again: the next run loads it."
-    )
+    in_bucket = f"gs://{settings.bucket}/"
+    left = {f"{in_bucket}{name}" for name in moved.get("left_in_input", ())}
+    # Left in input because a new version replaced the one listed: the next run lists and loads that one.
+    replaced = [item for item in quarantined if item.uri in left and item.reason.startswith(CHANGED_SINCE_LISTED)]
+    to_fix = [item for item in quarantined if item not in replaced]
+    parts = [f"{len(quarantined)} of {len(files)} files quarantined; the other files loaded and are archived."]
+    if to_fix:
+        where = (
+            f"moved to {', '.join(in_bucket + name for name in moved['rejected'])}"
+            if moved.get("rejected")
+            else "left where they were (a replay, or moved by an earlier run)"
+        )
+        parts.append(
+            f"Quarantined: {_named(to_fix)}. They are {where}. "
+            "Fix each file and upload it to the input folder again: the next run loads it."
+        )
+    if replaced:
+        parts.append(
+            f"Replaced in the input folder after the run listed them, so not loaded: {_named(replaced)}. They stay "
+            "there, and the next run loads the version there: nothing to do."
+        )
+    parts.append(f"Their rows are in {settings.tables.rejects}.")
+    raise AirflowFailException(" ".join(parts))
+
+
+def _named(items: list) -> str:
+    return "; ".join(f"{item.uri} ({item.reason}, {item.rows} rows)" for item in items)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from order_tracking_load import archive, manifests, sensing, storage
 from order_tracking_load.settings import load_settings
@@ -200,3 +200,47 @@ def test_a_cleared_run_reuses_its_manifest_instead_of_listing_again(gcs, pipelin
     assert gcs.names("archive/") == [f"archive/2026-11-26/10/{batch}/a.csv"]
     assert waited == []
     assert gcs.names("input/") == ["input/new.csv"]  # left for the next run
+
+
+def test_the_report_tells_a_file_replaced_after_listing_from_one_to_fix(pipeline_env):
+    """A file fixed in input/ after its run listed it stays there for the next run: nothing to do. It was told
+    to "fix each file and upload it again" with the files that do need it."""
+    settings = load_settings()
+    bucket = f"gs://{settings.bucket}"
+    stage_result = {
+        "result": "succeeded",
+        "files": [
+            {"uri": f"{bucket}/input/good.csv", "status": "loaded", "reason": None, "rows": 4},
+            {
+                "uri": f"{bucket}/input/bad.csv",
+                "status": "rejected",
+                "reason": "missing required columns: status",
+                "rows": 2,
+            },
+            {
+                "uri": f"{bucket}/input/fixed.csv",
+                "status": "rejected",
+                "reason": "changed since it was listed: 200 bytes then, 229 now",
+                "rows": 3,
+            },
+        ],
+    }
+    moved = {
+        "archived": ["archive/2026-11-26/10/b/good.csv"],
+        "rejected": ["rejected/2026-11-26/b/bad.csv"],
+        "left_in_input": ["input/fixed.csv"],
+        "already_gone": [],
+    }
+
+    with pytest.raises(AirflowFailException) as failure:
+        archive.report_quarantined_files(settings, stage_result, moved)
+
+    assert str(failure.value) == (
+        "2 of 3 files quarantined; the other files loaded and are archived. "
+        f"Quarantined: {bucket}/input/bad.csv (missing required columns: status, 2 rows). They are moved to "
+        f"{bucket}/rejected/2026-11-26/b/bad.csv. Fix each file and upload it to the input folder again: the next "
+        "run loads it. Replaced in the input folder after the run listed them, so not loaded: "
+        f"{bucket}/input/fixed.csv (changed since it was listed: 200 bytes then, 229 now, 3 rows). "
+        "They stay there, and the next run loads "
+        f"the version there: nothing to do. Their rows are in {settings.tables.rejects}."
+    )
