@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from spark_jobs.contracts import JobMetrics, Result
+from spark_jobs.contracts import JobMetrics, Refusal, Result
 from spark_jobs.session import get_spark
 
 if TYPE_CHECKING:
@@ -80,17 +80,19 @@ def run_job(name: str, job: Callable[[SparkSession], dict]) -> int:
     A failure the job explains prints its error and whether a retry could change it (``retryable``);
     any other exception ends the job with its traceback and no metrics line, which callers retry.
 
-    A failure prints ``{"result": "failed", "error": ...}`` and raises ``SystemExit(1)`` rather than
-    returning 1: Databricks calls a wheel's entry point as a function and ignores what it returns, so
-    only an exit (or an exception) fails the run.
+    A failure prints ``{"result": "failed", "error": ...}`` and raises ``SystemExit`` with that line as its
+    message (exit status 1) rather than returning 1: Databricks calls a wheel's entry point as a function
+    and ignores what it returns, so only an exit (or an exception) fails the run, and the run's ``error``
+    then carries the line even where its logs come back empty.
     """
     configure_logging()
     try:
         metrics = job(get_spark(name))
-    except (OrderLoadError, ValueError) as error:  # ValueError: a bad argument, e.g. a batch id
+    except (OrderLoadError, Refusal) as error:  # any other exception is a fault: its traceback, and a retry
         LOG.error("%s", error)
         retryable = getattr(error, "retryable", False)
-        print(JobMetrics(result=Result.FAILED, error=str(error), retryable=retryable).to_json_line(), flush=True)
-        raise SystemExit(1) from None
+        line = JobMetrics(result=Result.FAILED, error=str(error), retryable=retryable).to_json_line()
+        print(line, flush=True)
+        raise SystemExit(line) from None
     print(JobMetrics.from_dict({**metrics, "result": Result.SUCCEEDED}).to_json_line(), flush=True)
     return 0

@@ -10,10 +10,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
+
+LOG = logging.getLogger(__name__)
+# The result line's format. A reader takes a line of any version: it uses the fields it knows, logs the
+# others once, and refuses only a line without the fields it needs (a wheel and a plugin of different
+# versions meet during every rolling upgrade).
+LINE_VERSION = 1
 
 # How the reason of a file replaced after its run listed it starts (the stage writes it, the DAG's report reads it).
 CHANGED_SINCE_LISTED = "changed since it was listed"
@@ -64,21 +71,42 @@ ROW_COUNTS: tuple[str, ...] = tuple(FIGURES)
 _BATCH_ID = re.compile(r"[\w.:+@=~\- ]{1,250}")
 
 
+class Refusal(ValueError):
+    """Input or arguments a job refuses (a bad batch id, manifest or argument): it depends only on them, so a
+    retry would be refused the same way. Any other ``ValueError`` is a fault, with its traceback, and retried."""
+
+
 def check_batch_id(batch_id: str) -> str:
-    """Return the batch id if it is one the jobs accept (the DAG makes them so), else raise ``ValueError``."""
+    """Return the batch id if it is one the jobs accept (the DAG makes them so), else raise ``Refusal``."""
     if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
-        raise ValueError(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=~-")
+        raise Refusal(f"batch id {batch_id!r} must be 1-250 characters of letters, digits, space and _.:+@=~-")
     return batch_id
 
 
-def _known(record_type: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The data's fields of ``record_type``; ValueError naming any key the record does not define (a writer
-    of another version, or a figure added on one side only, must not pass unnoticed)."""
+_UNKNOWN_LOGGED: set[tuple[str, str]] = set()
+
+
+def _known(record_type: type, data: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The data's fields of ``record_type``. A key it does not define (written by a newer version) is left out
+    and logged, once per process; a ``required`` field that is absent raises ``Refusal``."""
     names = {field.name for field in fields(record_type)}
+    missing = [name for name in required if data.get(name) is None]
+    if missing:
+        raise Refusal(f"{record_type.__name__} needs {', '.join(missing)}, which this record lacks: {data!r:.300}")
     unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{record_type.__name__} has no field {', '.join(unknown)}")
-    return dict(data)
+    new = [name for name in unknown if (record_type.__name__, name) not in _UNKNOWN_LOGGED]
+    if new:
+        _UNKNOWN_LOGGED.update((record_type.__name__, name) for name in new)
+        LOG.warning(
+            "%s: ignoring field%s %s, written by another version of the jobs or the plugin (line version %s; "
+            "this one reads version %d)",
+            record_type.__name__,
+            "" if len(new) == 1 else "s",
+            ", ".join(new),
+            data.get("version", "?"),
+            LINE_VERSION,
+        )
+    return {key: value for key, value in data.items() if key in names}
 
 
 @dataclass(frozen=True)
@@ -118,9 +146,9 @@ class Manifest:
         """Read a manifest, refusing one without a batch id or a list of files with URIs."""
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("uri"), str) for f in files):
-            raise ValueError(f"{source} has no 'files' list of objects with a 'uri'")
+            raise Refusal(f"{source} has no 'files' list of objects with a 'uri'")
         if not isinstance(data.get("batch_id"), str):
-            raise ValueError(f"{source} has no 'batch_id'")
+            raise Refusal(f"{source} has no 'batch_id'")
         items = tuple(ManifestFile(**_known(ManifestFile, item)) for item in files)
         return cls(**{**_known(cls, data), "files": items})
 
@@ -130,7 +158,7 @@ class Manifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source} is not JSON: {error}") from error
+            raise Refusal(f"{source} is not JSON: {error}") from error
         return cls.from_dict(data, source)
 
 
@@ -158,8 +186,19 @@ class FileResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
         """Read a file's entry back."""
-        values = {field.name: None for field in fields(cls)} | _known(cls, data)
+        values = {field.name: None for field in fields(cls)} | _known(cls, data, required=("uri", "status"))
         return cls(**{**values, "status": FileStatus(values["status"])})
+
+
+def _batch_status(value: str) -> BatchStatus | None:
+    """A batch status as this version knows it; None (logged once) for one a newer version wrote."""
+    try:
+        return BatchStatus(value)
+    except ValueError:
+        if ("BatchStatus", value) not in _UNKNOWN_LOGGED:
+            _UNKNOWN_LOGGED.add(("BatchStatus", value))
+            LOG.warning("ignoring batch status %r, written by another version of the jobs", value)
+        return None
 
 
 @dataclass(frozen=True)
@@ -187,6 +226,7 @@ class JobMetrics:
     history_rows_inserted: int | None = None
     target_version: int | None = None
     top_reject_reasons: tuple[dict, ...] = ()
+    version: int = LINE_VERSION  # of the line's format, as its writer knew it
 
     @property
     def succeeded(self) -> bool:
@@ -224,21 +264,22 @@ class JobMetrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobMetrics:
-        """Metrics from a job's result; ValueError on a key the metrics do not define."""
-        known = _known(cls, data)
+        """Metrics from a job's result: the fields known here (others are logged once); ``Refusal`` without a result."""
+        known = _known(cls, data, required=("result",))
         known["files"] = tuple(FileResult.from_dict(item) for item in data.get("files") or ())
         known["top_reject_reasons"] = tuple(data.get("top_reject_reasons") or ())
         known["result"] = Result(known["result"])
         if known.get("status") is not None:
-            known["status"] = BatchStatus(known["status"])
+            known["status"] = _batch_status(known["status"])
         return cls(**known)
 
     @classmethod
     def from_output(cls, output: str) -> JobMetrics | None:
-        """The metrics a job printed: its last line that is a JSON object with a ``result``; None if none."""
+        """The metrics a job printed: its last line that holds a JSON object with a ``result`` (from its first
+        ``{``: a run's ``error`` may put the exception's type before it); None if none."""
         for line in reversed(output.strip().splitlines()):
-            line = line.strip()
-            if not line.startswith("{"):
+            line = line[line.find("{") :].strip() if "{" in line else ""
+            if not line:
                 continue
             try:
                 data = json.loads(line)

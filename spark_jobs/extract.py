@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.contracts import CHANGED_SINCE_LISTED, Manifest, ManifestFile
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, Manifest, ManifestFile, Refusal
 from spark_jobs.headers import (
     EMPTY_FILE,
     HEAD_BYTES,
@@ -52,7 +52,7 @@ _SPARK_4 = int(_PYSPARK_VERSION.split(".")[0]) >= 4
 _HEAD_READERS = 16  # files whose head the driver reads at once (object stores answer slowly, not busily)
 
 
-class InputError(ValueError):
+class InputError(Refusal):
     """A batch the job cannot read as given (a file named twice). Raised before anything is written."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pyspark.sql import SparkSession
 
 from spark_jobs.cli import LOG, OrderLoadError, parse_job_args, run_job, utc_now
-from spark_jobs.contracts import BatchStatus, JobMetrics, Result, check_batch_id
+from spark_jobs.contracts import BatchStatus, JobMetrics, Refusal, Result, check_batch_id
 from spark_jobs.extract import read_manifest
 from spark_jobs.load import (
     AuditRecord,
@@ -54,7 +54,7 @@ def stage_orders(
     audit record (``staged`` or ``stage_failed``, which the merge job completes). Returns its metrics."""
     check_batch_id(batch_id)
     if not 0 <= max_reject_fraction <= 1:
-        raise ValueError(
+        raise Refusal(
             f"max_reject_fraction is a fraction from 0 to 1 (0.1 = 10% of the batch's rows), not {max_reject_fraction}"
         )
     if not inputs:

@@ -18,6 +18,7 @@ from delta import exceptions as delta_errors
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructField, StructType
 
+from spark_jobs.contracts import Refusal
 from spark_jobs.session import conf_get, spark_conf
 
 LOG = logging.getLogger("order_tracking")
@@ -66,7 +67,7 @@ def table_sql(identifier: str) -> str:
         return "delta.`" + identifier.replace("`", "``") + "`"
     parts = identifier.split(".")
     if not 1 <= len(parts) <= 3 or not all(_NAME_PART.fullmatch(part) for part in parts):
-        raise ValueError(f"not a table name or a path: {identifier!r}")
+        raise Refusal(f"not a table name or a path: {identifier!r}")
     return identifier
 
 

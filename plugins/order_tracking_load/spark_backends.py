@@ -125,7 +125,8 @@ def entry_point(spec: dict) -> tuple[Any, list[str]]:
 
 
 def call_entry_point(main: Any, argv: list[str]) -> int:
-    """Call an entry point as Databricks does; its exit code (a failed job raises ``SystemExit(1)``)."""
+    """Call an entry point as Databricks does; its exit code (a failed job raises ``SystemExit`` with its result
+    line as the message: status 1)."""
     try:
         return main(argv) or 0
     except SystemExit as exit_:  # how a failed job ends (see spark_jobs.cli.run_job)
@@ -280,13 +281,16 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         return self._finish(event["run_id"], context)
 
     def _failure(self, run_id: int, provider_error: str) -> AirflowException:
-        """A failed run as the task's failure: the job's own error when its output has one (not retried when
-        the job says a retry cannot change it), else the provider's account of the run."""
+        """A failed run as the task's failure: the job's own error when its output has one, in its logs or in
+        the run's ``error`` (the job's exit carries its result line), not retried when the job says a retry
+        cannot change it; else the provider's account of the run."""
         try:
             output, metrics = self._output(self._hook.get_run(run_id), self.task_id)
         except AirflowException as error:
             self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
             return AirflowException(provider_error)
+        if metrics is None and output.get("error"):
+            metrics = JobMetrics.from_output(output["error"])
         if metrics is not None and metrics.error:
             return job_failure(self.task_id, metrics, f"Databricks run {run_id}: {metrics.error}")
         if output.get("error_trace"):

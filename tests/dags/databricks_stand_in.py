@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -45,7 +46,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from databricks.sdk.service.catalog import SchemasAPI, VolumesAPI
 from databricks.sdk.service.jobs import JobsAPI
 
-from order_tracking_load.spark_backends import call_entry_point, entry_point
+from order_tracking_load.spark_backends import entry_point
 from tests.dags.databricks_api import refusals
 
 TERMINAL_STATES = {
@@ -89,6 +90,8 @@ class JobsApiStandIn:
         self.cancelled: list[int] = []
         self.authorizations: set[str] = set()  # Authorization headers received
         self.script: dict[str, list[str]] = defaultdict(list)
+        # A job of another version: its result line, as a dict, rewritten by task key (fields added or dropped).
+        self.versions: dict[str, Callable[[dict], dict]] = {}
         self.throttle_submits = 0
         self.throttled = 0  # runs/submit calls answered 429
         self.unreachable_gets = 3
@@ -191,19 +194,29 @@ class JobsApiStandIn:
             if sys.stdout is not self._output:
                 self._output.through, sys.stdout = sys.stdout, self._output
         printed = self._output.buffers[threading.get_ident()] = io.StringIO()
+        # The run's error is the exception that ended the entry point, as Databricks reports a task's: its
+        # type and message (a job's own failure exits with its result line as the message).
+        error = None
         try:
             main, argv = entry_point(payload)
-            code = call_entry_point(main, argv)
-        except Exception as error:  # noqa: BLE001 - the run fails, as a task whose code raised
-            code = 1
-            print(f"{type(error).__name__}: {error}")
+            main(argv)
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                error = f"SystemExit: {exit_.code}"
+        except Exception as raised:  # noqa: BLE001 - the run fails, as a task whose code raised
+            error = f"{type(raised).__name__}: {raised}"
+            print(error)
         finally:
             del self._output.buffers[threading.get_ident()]
         logs = printed.getvalue()
-        run["logs"] = "" if run["outcome"] == "EMPTY_LOGS" and code == 0 else logs
-        if code != 0:
+        if run["task_key"] in self.versions and logs.strip():
+            *printed_before, line = logs.strip().splitlines()
+            logs = "\n".join([*printed_before, json.dumps(self.versions[run["task_key"]](json.loads(line)))]) + "\n"
+        # EMPTY_LOGS: runs/get-output's logs come back empty (cut, or lost), whatever the run's end.
+        run["logs"] = "" if run["outcome"] == "EMPTY_LOGS" else logs
+        if error is not None:
             run["end"] = "FAILED"
-            run["error"] = logs.strip().splitlines()[-1] if logs.strip() else "job failed"
+            run["error"] = error
 
     def _state(self, run: dict) -> dict:
         run["polls"] += 1

@@ -170,6 +170,51 @@ def test_a_failure_a_retry_cannot_change_fails_the_task_at_once_with_the_jobs_ow
     assert gcs.names("input/") == ["input/bad.csv"]
 
 
+def test_a_final_failure_is_final_though_the_runs_logs_come_back_empty(spark, gcs, databricks, monkeypatch, capfd):
+    """The job's exit carries its result line, so the run's error says what the empty logs would have: it was
+    retried, with fresh runs and backoff, though a retry would fail the same way."""
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    databricks.script["stage_orders"] = ["EMPTY_LOGS"]
+    gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
+
+    outcome = run_dag()
+
+    assert (outcome.tasks["stage_orders"], outcome.tries["stage_orders"]) == ("failed", 1)
+    assert [(run["end"], run["logs"]) for run in databricks.runs.values()] == [("FAILED", "")]
+    out, err = capfd.readouterr()
+    assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: batch " in (
+        out + err
+    )
+
+
+def _newer(line: dict) -> dict:
+    """A wheel deployed ahead of the plugin: a line version 2, a new figure, a new field on each file."""
+    return {**line, "version": 2, "rows_quarantined": 0, "files": [{**f, "checksum": "c"} for f in line["files"]]}
+
+
+def _older(line: dict) -> dict:
+    """A wheel rolled back behind the plugin: no line version, and a figure it did not produce yet."""
+    return {key: value for key, value in line.items() if key not in ("version", "history_rows_inserted")}
+
+
+def test_a_newer_and_an_older_wheel_run_under_todays_plugin(spark, gcs, databricks, caplog):
+    """A rolling upgrade meets both: the plugin reads the fields it knows. A field it did not know failed every
+    task whose run succeeded, on every retry."""
+    databricks.versions.update(stage_orders=_newer, merge_orders=_older)
+    upload_seed(gcs)
+
+    outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert [run["end"] for run in databricks.runs.values()] == ["SUCCESS", "SUCCESS"]
+    assert len(gcs.names("archive/")) == len(SEED_FILES)
+    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    assert (
+        "JobMetrics: ignoring field rows_quarantined, written by another version of the jobs or the plugin "
+        "(line version 2; this one reads version 1)"
+    ) in caplog.text
+
+
 def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):
     databricks.throttle_submits = 1
     upload_seed(gcs)

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from spark_jobs.cli import run_job
+from spark_jobs.contracts import Refusal
 from tests.conftest import REPO
 
 
@@ -40,6 +42,7 @@ def test_a_failing_job_exits_1_with_a_readable_message(tables):
         "result": "failed",
         "error": 'batch id "bad\'id" must be 1-250 characters of letters, digits, space and _.:+@=~-',
         "retryable": False,
+        "version": 1,
     }
     assert "Traceback" not in log
 
@@ -48,10 +51,32 @@ def test_a_failing_job_exits_1_with_a_readable_message(tables):
 def test_a_reject_limit_outside_0_to_1_is_refused_before_anything_is_read(spark, tables, fraction):
     from spark_jobs.stage_orders import stage_orders
 
-    with pytest.raises(ValueError, match=r"max_reject_fraction is a fraction from 0 to 1 \(0.1 = 10% of the"):
+    with pytest.raises(Refusal, match=r"max_reject_fraction is a fraction from 0 to 1 \(0.1 = 10% of the"):
         stage_orders(
             spark, [{"uri": "gs://b/input/absent.csv"}], "b1", tables.staging, tables.rejects, tables.audit, fraction
         )
+
+
+def test_only_the_jobs_own_refusals_are_final_and_carry_the_result_line_in_the_exit(spark, capsys):
+    """A ValueError was taken for a bad argument: a bug became "not retryable", without its traceback. Only
+    a ``Refusal`` (or an ``OrderLoadError``) is; its exit's message is the result line, which Databricks
+    reports as the run's error when the run's logs come back empty."""
+
+    def bug(_):
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match=r"^a bug$"):
+        run_job("t", bug)
+    assert capsys.readouterr().out == ""  # no result line: the caller retries, with the traceback in the log
+
+    def refused(_):
+        raise Refusal("bad id")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_job("t", refused)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == {"result": "failed", "error": "bad id", "retryable": False, "version": 1}
+    assert json.loads(str(exit_.value)) == line
 
 
 def test_the_report_refuses_a_batch_whose_job_did_not_succeed(spark, tables, tmp_path):
