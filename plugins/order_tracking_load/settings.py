@@ -29,6 +29,10 @@ UNITY_CATALOG_ACCESS_MODES = (
     "SINGLE_USER",
     "USER_ISOLATION",
 )
+# The access modes' current names, which the Clusters API takes only with ``"kind": "CLASSIC_PREVIEW"`` (its
+# legacy names, SINGLE_USER and USER_ISOLATION, without).
+KIND_ONLY_ACCESS_MODES = ("DATA_SECURITY_MODE_AUTO", "DATA_SECURITY_MODE_DEDICATED", "DATA_SECURITY_MODE_STANDARD")
+CLASSIC_PREVIEW = "CLASSIC_PREVIEW"
 # What a serverless environment's ``dependencies`` take for a wheel: a workspace file or a volume path, or a URL.
 _SERVERLESS_WHEEL = re.compile(r"^(/Volumes/|/Workspace/|https?://)")
 
@@ -278,6 +282,14 @@ def _check_compute(compute: str, cluster_id: str, new_cluster: dict, environment
             "ORDER_TRACKING_DATABRICKS_NEW_CLUSTER: data_security_mode must be one of "
             f"{', '.join(UNITY_CATALOG_ACCESS_MODES)}, not {new_cluster.get('data_security_mode')!r}: "
             "a cluster created without one has no Unity Catalog access, and the jobs' tables are in Unity Catalog"
+        )
+    mode = new_cluster["data_security_mode"]
+    if mode in KIND_ONLY_ACCESS_MODES and new_cluster.get("kind") != CLASSIC_PREVIEW:
+        legacy = {"DATA_SECURITY_MODE_DEDICATED": "SINGLE_USER", "DATA_SECURITY_MODE_STANDARD": "USER_ISOLATION"}
+        instead = f", or name the mode {legacy[mode]}" if mode in legacy else ""
+        raise ValueError(
+            f'ORDER_TRACKING_DATABRICKS_NEW_CLUSTER: data_security_mode {mode} needs "kind": "{CLASSIC_PREVIEW}" '
+            f"beside it (the Clusters API takes the modes' current names only with that kind): add it{instead}"
         )
 
 

@@ -123,6 +123,26 @@ def refusals(method: Callable, body: dict) -> list[str]:
     return errors
 
 
+# The access modes' current names, which the Clusters API takes only with ``kind`` (the SDK's ClusterSpec:
+# "The following modes can only be used with `kind`").
+_KIND_ONLY_MODES = {"DATA_SECURITY_MODE_AUTO", "DATA_SECURITY_MODE_DEDICATED", "DATA_SECURITY_MODE_STANDARD"}
+
+
+def submit_cross_field_refusals(body: dict) -> list[str]:
+    """What the Jobs API refuses across fields of a ``runs/submit`` body, beyond each field's type: a new
+    cluster with an access mode's current name and no ``kind``; a serverless task (no cluster) with
+    ``libraries``, which serverless takes from its environment's ``dependencies`` only."""
+    errors = []
+    for index, task in enumerate(body.get("tasks") or []):
+        path = f"submit.tasks[{index}]"
+        cluster = task.get("new_cluster") or {}
+        if cluster.get("data_security_mode") in _KIND_ONLY_MODES and not cluster.get("kind"):
+            errors.append(f"{path}.new_cluster: data_security_mode {cluster['data_security_mode']} needs kind")
+        if not (task.get("new_cluster") or task.get("existing_cluster_id")) and task.get("libraries"):
+            errors.append(f"{path}.libraries: serverless compute takes libraries from its environment only")
+    return errors
+
+
 def refusals_of(cls: type, body: dict, path: str = "") -> list[str]:
     """What the SDK's dataclass ``cls`` refuses in ``body``."""
     errors: list[str] = []

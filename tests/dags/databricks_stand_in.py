@@ -47,7 +47,7 @@ from databricks.sdk.service.catalog import SchemasAPI, VolumesAPI
 from databricks.sdk.service.jobs import JobsAPI
 
 from order_tracking_load.spark_backends import entry_point
-from tests.dags.databricks_api import refusals
+from tests.dags.databricks_api import refusals, submit_cross_field_refusals
 
 TERMINAL_STATES = {
     "SUCCESS": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS", "state_message": ""},
@@ -423,6 +423,8 @@ class JobsApiStandIn:
                 }
                 method = next((m for suffix, m in checked.items() if path.endswith(suffix)), None)
                 errors = refusals(method, body) if method else []
+                if path.endswith("/jobs/runs/submit"):
+                    errors += submit_cross_field_refusals(body)
                 if errors:
                     stand_in.refused.append(errors)
                     self._reply(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "; ".join(errors)})

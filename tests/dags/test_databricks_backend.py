@@ -22,6 +22,7 @@ NEW_CLUSTER = {
     "spark_version": "15.4.x-scala2.12",
     "node_type_id": "n2-highmem-4",
     "num_workers": 1,
+    "kind": "CLASSIC_PREVIEW",
     "data_security_mode": "DATA_SECURITY_MODE_DEDICATED",
 }
 

@@ -157,6 +157,12 @@ def test_serverless_refuses_a_wheel_it_cannot_install(monkeypatch):
         ({**NEW_CLUSTER, "data_security_mode": "LEGACY_SINGLE_USER"}, "data_security_mode must be one of"),
         ({**NEW_CLUSTER, "spark_version": "14.3.x-scala2.12"}, "15.4 or later"),
         ({**NEW_CLUSTER, "spark_version": "latest"}, "15.4 or later"),
+        (
+            {**NEW_CLUSTER, "data_security_mode": "DATA_SECURITY_MODE_DEDICATED"},
+            'data_security_mode DATA_SECURITY_MODE_DEDICATED needs "kind": "CLASSIC_PREVIEW" beside it .*: add it, or '
+            "name the mode SINGLE_USER",
+        ),
+        ({**NEW_CLUSTER, "data_security_mode": "DATA_SECURITY_MODE_AUTO"}, r'needs "kind": "CLASSIC_PREVIEW"'),
     ],
 )
 def test_a_new_cluster_must_reach_unity_catalog_on_a_supported_runtime(monkeypatch, cluster, refused):
@@ -166,6 +172,27 @@ def test_a_new_cluster_must_reach_unity_catalog_on_a_supported_runtime(monkeypat
     monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps(cluster))
     with pytest.raises(ValueError, match=refused):
         load_settings()
+
+
+def test_the_docs_new_cluster_example_is_one_the_settings_accept_and_the_api_takes(monkeypatch):
+    """docs/OPERATIONS.md's example set DATA_SECURITY_MODE_DEDICATED without the kind the API needs for it."""
+    import json
+    import re
+
+    from databricks.sdk.service.compute import ClusterSpec
+
+    from tests.conftest import REPO
+    from tests.dags.databricks_api import refusals_of
+
+    operations = (REPO / "docs" / "OPERATIONS.md").read_text()
+    (example,) = re.findall(r"```json\n(.*?)```", operations, flags=re.DOTALL)
+    cluster = json.loads(example)
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", "new_cluster")
+    monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps(cluster))
+
+    assert load_settings().new_cluster == cluster
+    assert refusals_of(ClusterSpec, cluster) == []
+    assert cluster["kind"] == "CLASSIC_PREVIEW"
 
 
 def test_the_unity_catalog_access_modes_are_the_sdks_own():
@@ -255,3 +282,23 @@ def test_a_job_failure_is_retried_unless_the_job_says_a_retry_cannot_change_it()
     assert isinstance(refused, AirflowFailException)
     assert str(refused) == "stage_orders failed, and a retry would fail the same way (not retried): over"
     assert [type(error).__name__ for error in (unknown, crashed)] == ["AirflowException", "AirflowException"]
+
+
+def test_the_stand_in_refuses_what_the_jobs_api_refuses_across_fields():
+    """It took a new cluster's current access-mode name without kind, and serverless tasks with libraries."""
+    from tests.dags.databricks_api import submit_cross_field_refusals
+
+    cluster = {"spark_version": "15.4.x-scala2.12", "data_security_mode": "DATA_SECURITY_MODE_STANDARD"}
+    body = {
+        "tasks": [
+            {"task_key": "a", "new_cluster": cluster},
+            {"task_key": "b", "new_cluster": {**cluster, "kind": "CLASSIC_PREVIEW"}},
+            {"task_key": "c", "environment_key": "e", "libraries": [{"whl": "/Volumes/x.whl"}]},
+            {"task_key": "d", "existing_cluster_id": "c-1", "libraries": [{"whl": "/Volumes/x.whl"}]},
+        ]
+    }
+
+    assert submit_cross_field_refusals(body) == [
+        "submit.tasks[0].new_cluster: data_security_mode DATA_SECURITY_MODE_STANDARD needs kind",
+        "submit.tasks[2].libraries: serverless compute takes libraries from its environment only",
+    ]
