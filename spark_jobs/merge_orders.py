@@ -21,6 +21,7 @@ from spark_jobs.load import (
     read_merge_input,
     record_merge,
 )
+from spark_jobs.progress import phase
 
 
 def merge_orders(
@@ -35,9 +36,11 @@ def merge_orders(
     reconcile. Returns its metrics."""
     check_batch_id(batch_id)
     started_at = utc_now()
-    read = read_merge_input(spark, batch_id, staging_table, target_table, history_table, audit_table)
+    with phase(f"reading staged batch {batch_id}"):
+        read = read_merge_input(spark, batch_id, staging_table, target_table, history_table, audit_table)
     ensure_current_state_tables(spark, target_table, history_table)
-    counts, version = merge_batch(spark, read, target_table, history_table)
+    with phase(f"merging into {target_table} and {history_table}"):
+        counts, version = merge_batch(spark, read, target_table, history_table)
     record = replace(
         read.stage_record,
         metrics=merge_metrics(read, counts, version),

@@ -32,6 +32,7 @@ from spark_jobs.extract import (
     read_input_files,
 )
 from spark_jobs.headers import EMPTY_FILE, FileHeader
+from spark_jobs.progress import phase
 from spark_jobs.schema import SOURCE_FILE
 from spark_jobs.session import spark_conf
 from spark_jobs.transform import parse_orders, record_counts
@@ -72,12 +73,14 @@ def read_batch(spark: SparkSession, inputs: list[dict]) -> Iterator[ReadBatch]:
     rows (Databricks serverless has no ``persist`` and few settable options), each action reads the
     files again, and may pack them into partitions otherwise: record ids then hold only within an action.
     """
-    files = read_input_files(spark, inputs)
+    with phase(f"reading the heads of {len(inputs)} files"):
+        files = read_input_files(spark, inputs)
     while True:
         with ExitStack() as keeping:
             try:
-                parsed, kept = _keep(spark, parse_batch(spark, files), keeping)
-                counts = [row.asDict() for row in record_counts(parsed).collect()]
+                with phase(f"parsing and counting the records of {sum(bool(f.header.names) for f in files)} files"):
+                    parsed, kept = _keep(spark, parse_batch(spark, files), keeping)
+                    counts = [row.asDict() for row in record_counts(parsed).collect()]
             except Exception as error:
                 if file_fault(error) is None:
                     raise

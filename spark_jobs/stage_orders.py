@@ -33,6 +33,7 @@ from spark_jobs.outcomes import (
     stage_metrics,
     unreconciled,
 )
+from spark_jobs.progress import phase
 from spark_jobs.reading import read_batch
 from spark_jobs.transform import collapse_to_latest, rejected_rows, valid_rows, with_line_numbers
 
@@ -72,8 +73,12 @@ def stage_orders(
         ensure_audit_table(spark, audit_table)
         redeliveries = find_redeliveries(spark, audit_table, batch_id, loaded_fingerprints(outcomes))
         any_rejected = any(o.rows_rejected or not o.loaded for o in outcomes)
-        write_rejects(rejects, rejects_table, batch_id, any_rejected)
-        counts = None if error else write_staging(staged, staging_table, batch_id)
+        with phase(f"writing the rejects to {rejects_table}"):
+            write_rejects(rejects, rejects_table, batch_id, any_rejected)
+        counts = None
+        if not error:  # a batch of which no file loads stages nothing
+            with phase(f"writing the staged rows to {staging_table}"):
+                counts = write_staging(staged, staging_table, batch_id)
     metrics = stage_metrics(batch_id, outcomes, redeliveries, counts)
     error = error or unreconciled(metrics)
     if error:

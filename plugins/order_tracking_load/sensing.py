@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.google.cloud.sensors.gcs import GCSObjectsWithPrefixExistenceSensor
@@ -19,6 +19,7 @@ from order_tracking_load import manifests, runs
 from order_tracking_load.settings import LoadSettings
 
 LOG = logging.getLogger(__name__)
+PROGRESS_SECONDS = 300  # how often a waiting trigger says what it waits for
 
 
 class NewFilesTrigger(GCSPrefixBlobTrigger):
@@ -39,14 +40,27 @@ class NewFilesTrigger(GCSPrefixBlobTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             hook = self._get_async_hook()
+            said = -PROGRESS_SECONDS
             while True:
                 matches = await self._list_blobs_with_prefix(hook=hook, bucket_name=self.bucket, prefix=self.prefix)
                 if matches:
+                    self.log.info(
+                        "%d objects under gs://%s/%s: the run goes on", len(matches), self.bucket, self.prefix
+                    )
                     yield TriggerEvent({"status": "success", "message": "files arrived", "matches": matches})
                     return
                 if time.time() >= self.deadline:
                     yield TriggerEvent({"status": "timeout", "message": f"nothing under {self.prefix} in time"})
                     return
+                if time.monotonic() - said >= PROGRESS_SECONDS:  # what it waits for, at most every 5 minutes
+                    said = time.monotonic()
+                    self.log.info(
+                        "nothing under gs://%s/%s yet; looking every %.0f s until %s UTC",
+                        self.bucket,
+                        self.prefix,
+                        self.poke_interval,
+                        datetime.fromtimestamp(self.deadline, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    )
                 await asyncio.sleep(min(self.poke_interval, max(self.deadline - time.time(), 0)))
         except Exception as error:  # noqa: BLE001 - reported to the task, which fails (and retries)
             yield TriggerEvent(
@@ -90,6 +104,14 @@ class NewFilesSensor(GCSObjectsWithPrefixExistenceSensor):
         if self._source.replay:
             # Archived files do not arrive later: a replay with nothing to reload ends at once.
             raise runs.skip(f"nothing to replay: no archived files in {self._source.describe(self.bucket)}")
+        LOG.info(
+            "no object under gs://%s/%s yet: waiting for one in the triggerer, for up to %.0f s "
+            "(listing every %.0f s); a wait in vain skips the run",
+            self.bucket,
+            self.prefix,
+            self.timeout,
+            self.poke_interval,
+        )
         self.defer(
             trigger=NewFilesTrigger(
                 bucket=self.bucket,

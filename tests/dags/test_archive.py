@@ -244,3 +244,43 @@ def test_the_report_tells_a_file_replaced_after_listing_from_one_to_fix(pipeline
         "They stay there, and the next run loads "
         f"the version there: nothing to do. Their rows are in {settings.tables.rejects}."
     )
+
+
+def test_the_sensor_says_what_it_waits_for_before_and_while_it_waits(gcs, pipeline_env, caplog, capfd):
+    """A deferred sensor showed only "trigger starting" for its whole wait."""
+    import asyncio
+    import logging
+    import time
+    from datetime import UTC, datetime
+
+    from airflow.exceptions import TaskDeferred
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    from tests.dags.test_gcs_files import FakeDagRun
+
+    caplog.set_level(logging.INFO)
+    start, end = datetime(2026, 11, 26, tzinfo=UTC), datetime(2026, 11, 26, 1, tzinfo=UTC)
+    context = {
+        "run_id": "scheduled__2026-11-26T00:00:00+00:00",
+        "dag_run": FakeDagRun(DagRunType.SCHEDULED, start, end, start, end),
+        "params": {"replay_date": None},
+    }
+    sensor = sensing.NewFilesSensor(task_id="wait_for_new_files", settings=load_settings())
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context)
+    trigger = deferred.value.trigger
+    trigger.deadline = time.time() + 1.5
+
+    async def events():
+        return [event async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+
+    assert event.payload["status"] == "timeout"
+    assert (
+        "no object under gs://order-tracking/input/ yet: waiting for one in the triggerer, for up to 3 s "
+        "(listing every 1 s); a wait in vain skips the run"
+    ) in caplog.text
+    # The trigger logs through structlog, as in the triggerer: to the console here.
+    assert "nothing under gs://order-tracking/input/ yet; looking every 1 s until 20" in "".join(capfd.readouterr())
