@@ -47,6 +47,9 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[1] / "plugins"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
+        # What `make deploy` prints: the databricks backend has no default wheel (none would exist).
+        "ORDER_TRACKING_WHEEL_URI": "/Volumes/main/order_tracking/artifacts/"
+        "order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
     }
 )
 

@@ -86,8 +86,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ORDER_TRACKING_WHEEL_URI",
-        "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
-        "where Databricks finds the jobs' wheel: the path `make deploy` prints; `gs://` only on clusters",
+        "",
+        "where Databricks finds the jobs' wheel: the path `make deploy` prints (required on the databricks "
+        "backend: a default would name a file no deploy writes); `gs://` only on clusters",
     ),
     Setting(
         "ORDER_TRACKING_TABLE_NAMESPACE", "main.order_tracking", "`catalog.schema` of the five tables (databricks)"
@@ -294,7 +295,13 @@ def _check_compute(compute: str, cluster_id: str, new_cluster: dict, environment
 
 
 def _check_wheel_uri(compute: str, wheel_uri: str) -> None:
-    """Serverless environments install dependencies from volumes, workspace files or URLs only."""
+    """A wheel is required (each deploy writes one of its own name); serverless environments install
+    dependencies from volumes, workspace files or URLs only."""
+    if not wheel_uri:
+        raise ValueError(
+            "ORDER_TRACKING_WHEEL_URI is required on the databricks backend: run make deploy, which uploads the "
+            "jobs' wheel under a version of its own and prints the value to set"
+        )
     if compute == "serverless" and not _SERVERLESS_WHEEL.match(wheel_uri):
         raise ValueError(
             "ORDER_TRACKING_WHEEL_URI must be a /Volumes/ or /Workspace/ path (or a URL) on serverless compute, "

@@ -21,14 +21,37 @@ TASKS = [
 ]
 
 
-@pytest.fixture
-def dag(monkeypatch: pytest.MonkeyPatch):
-    """The DAG parsed in a bare environment: no ORDER_TRACKING_* settings, no connections, no network."""
+WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0+20261207.g1-py3-none-any.whl"
+
+
+def _bare(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
         if name.startswith(("ORDER_TRACKING_", "AIRFLOW_CONN_")):
             monkeypatch.delenv(name)
+
+
+def test_without_a_wheel_the_dag_does_not_parse_and_says_to_deploy_one(monkeypatch):
+    """The default wheel path named a file make deploy never writes: every run failed on Databricks."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    _bare(monkeypatch)
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+
+    (error,) = bag.import_errors.values()
+    assert error.strip().endswith(
+        "ValueError: ORDER_TRACKING_WHEEL_URI is required on the databricks backend: run make deploy, which "
+        "uploads the jobs' wheel under a version of its own and prints the value to set"
+    )
+
+
+@pytest.fixture
+def dag(monkeypatch: pytest.MonkeyPatch):
+    """The DAG parsed in a bare environment: no ORDER_TRACKING_* settings but the wheel `make deploy` printed,
+    no connections, no network."""
+    _bare(monkeypatch)
+    monkeypatch.setenv("ORDER_TRACKING_WHEEL_URI", WHEEL)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the DAG file touched the network while parsing")

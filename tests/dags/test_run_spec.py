@@ -136,6 +136,9 @@ def test_the_workspace_may_be_given_as_the_connections_url(monkeypatch):
 
 
 def test_serverless_refuses_a_wheel_it_cannot_install(monkeypatch):
+    monkeypatch.delenv("ORDER_TRACKING_WHEEL_URI")
+    with pytest.raises(ValueError, match="ORDER_TRACKING_WHEEL_URI is required on the databricks backend: run make"):
+        load_settings()  # it named a file make deploy never writes
     monkeypatch.setenv("ORDER_TRACKING_WHEEL_URI", "gs://artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl")
     with pytest.raises(ValueError, match="must be a /Volumes/ or /Workspace/ path"):
         load_settings()
