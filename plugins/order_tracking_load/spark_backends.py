@@ -268,6 +268,11 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         self.log.info("the batch's figures come from the audit table (batch_report run %s)", run_id)
         return metrics
 
+    @property
+    def task_key(self) -> str:
+        """The run's task, as the spec names it: the job, whatever the Airflow task id (a TaskGroup prefixes it)."""
+        return self.json["tasks"][0]["task_key"]
+
     def _output(self, run: dict, task_key: str) -> tuple[dict, JobMetrics | None]:
         """The output of a run's task (its latest attempt), and the metrics line its logs hold, if any."""
         output = self._hook.get_run_output(task_run(run, task_key)["run_id"])
@@ -285,7 +290,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         the run's ``error`` (the job's exit carries its result line), not retried when the job says a retry
         cannot change it; else the provider's account of the run."""
         try:
-            output, metrics = self._output(self._hook.get_run(run_id), self.task_id)
+            output, metrics = self._output(self._hook.get_run(run_id), self.task_key)
         except AirflowException as error:
             self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
             return AirflowException(provider_error)
@@ -307,7 +312,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         state = RunState(**run["state"])
         if not state.is_successful:
             raise AirflowException(f"{self.task_id}: Databricks run {run_id} did not succeed: {state}")
-        output, metrics = self._output(run, self.task_id)
+        output, metrics = self._output(run, self.task_key)
         if metrics is None:
             self.log.warning(
                 "Databricks run %s succeeded, but its output holds no metrics line (logs %s): reading the "
@@ -318,7 +323,7 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             metrics = self._report(context)
         if not metrics.succeeded:
             detail = f"Databricks run {run_id} ended {state.result_state}, but the job reports result " + (
-                f"{metrics.result!r}: {metrics.error or 'no error given'}"
+                f"'{metrics.result}': {metrics.error or 'no error given'}"
             )
             if metrics.retryable is False:
                 raise job_failure(self.task_id, metrics, detail)

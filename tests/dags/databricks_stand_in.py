@@ -375,6 +375,12 @@ class JobsApiStandIn:
                     self._reply(status, answer)
                 elif path.endswith("/jobs/runs/get-output") and run_id // 100 in stand_in.runs:
                     self._reply(200, stand_in._output_json(run_id))
+                elif path.endswith("/jobs/runs/get-output") and run_id in stand_in.runs:  # a parent run: as Databricks
+                    message = (
+                        "Retrieving the output of runs with multiple tasks is not supported. Please retrieve the "
+                        "output of each individual task run instead."
+                    )
+                    self._reply(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": message})
                 elif path.startswith("/api/2.1/unity-catalog/schemas/"):
                     found = path.rsplit("/", 1)[1] in stand_in.schemas
                     self._reply(200 if found else 404, {"full_name": path.rsplit("/", 1)[1]} if found else None)

@@ -139,6 +139,27 @@ def test_a_retry_re_attaches_to_a_run_still_going(spark, gcs, databricks, monkey
     assert spark.table(f"{databricks.schema}.orders").count() == 23
 
 
+def test_in_a_task_group_the_task_reads_its_runs_output_by_the_specs_task_key(databricks):
+    """The task id doubled as the run's task key: in a TaskGroup (``load.stage_orders``) the output lookup
+    fell back to the parent run, which Databricks answers 400 for."""
+    import pendulum
+    from airflow.sdk import DAG, TaskGroup
+
+    from order_tracking_load.settings import load_settings
+    from order_tracking_load.spark_backends import JobResultFailed, spark_job
+
+    databricks.script["stage_orders"] = ["RESULT_FAILED"]
+    with DAG("grouped", start_date=pendulum.datetime(2026, 1, 1), schedule=None), TaskGroup("load"):
+        stage = spark_job("stage_orders", {"manifest": "gs://b/m.json", "batch-id": "b1"}, load_settings())
+    run_id = stage._hook.submit_run(stage.json)
+    stage._hook.get_run(run_id)  # the stand-in's run is running at its first look, over at the next
+
+    with pytest.raises(JobResultFailed, match=r"the job reports result 'failed': injected: the job reports a failure"):
+        stage._finish(run_id, {})
+
+    assert (stage.task_id, stage.task_key) == ("load.stage_orders", "stage_orders")
+
+
 def test_a_run_that_succeeds_with_a_failed_job_result_fails_the_task(gcs, databricks, monkeypatch):
     databricks.script["stage_orders"] = ["RESULT_FAILED"]
     upload_seed(gcs)
