@@ -20,7 +20,8 @@ ENVIRONMENT_KEY = "order_tracking_jobs"
 
 
 def build_run_spec(job: str, parameters: dict[str, Any], settings: LoadSettings) -> dict:
-    """The runs/submit payload of one job: a python_wheel_task with named parameters, on the configured compute."""
+    """The runs/submit payload of one job: a python_wheel_task with named parameters, on the configured compute
+    (none on the local backend, which runs the task itself: its rendered spec shows no Databricks compute)."""
     if job not in ENTRY_POINTS:
         raise ValueError(f"unknown job {job!r}; expected one of {sorted(ENTRY_POINTS)}")
     task: dict = {
@@ -35,6 +36,8 @@ def build_run_spec(job: str, parameters: dict[str, Any], settings: LoadSettings)
     # Databricks ends the run when the Airflow task's own timeout would: no run outlives its task.
     timeout = int(settings.task_timeout.total_seconds())
     spec: dict = {"run_name": f"order_tracking.{job}", "tasks": [task], "timeout_seconds": timeout}
+    if settings.backend == "local":
+        return spec
     if settings.compute == "serverless":
         task["environment_key"] = ENVIRONMENT_KEY
         environment = {"environment_version": settings.serverless_environment, "dependencies": [settings.wheel_uri]}

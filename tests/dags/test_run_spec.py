@@ -56,6 +56,21 @@ def test_cluster_computes_attach_the_wheel_as_a_library(settings):
     assert "environments" not in new
 
 
+def test_the_local_backend_runs_the_same_task_with_no_databricks_compute(settings):
+    """Its rendered template showed a serverless environment and a wheel: what Databricks would run, not it."""
+    parameters = {"batch-id": "b1", "manifest": "gs://x/m.json"}
+    databricks = build_run_spec("stage_orders", parameters, settings)
+
+    local = build_run_spec("stage_orders", parameters, dataclasses.replace(settings, backend="local"))
+
+    assert local == {
+        "run_name": "order_tracking.stage_orders",
+        "tasks": [{key: value for key, value in databricks["tasks"][0].items() if key != "environment_key"}],
+        "timeout_seconds": databricks["timeout_seconds"],
+    }
+    assert command_line(local) == command_line(databricks)
+
+
 def test_unknown_job_is_refused(settings):
     with pytest.raises(ValueError, match="unknown job 'cleanup'"):
         build_run_spec("cleanup", {}, settings)
