@@ -56,6 +56,7 @@ with DAG(
     # Scheduled and manual runs all read input/: one at a time, or two would load the same files twice.
     # Backfill runs (each its own archive hours) have their own limit, which this one does not bound.
     max_active_runs=1,
+    description="Order-tracking CSVs from GCS into Delta tables: sense, list, stage, merge, archive",
     doc_md=__doc__,
     tags=["order-tracking", "gcs", "databricks" if SETTINGS.backend == "databricks" else "local-spark", "delta"],
     default_args={
@@ -68,7 +69,11 @@ with DAG(
     },
     params={
         "replay_date": Param(
-            None, type=["null", "string"], format="date", description="Reload the archived files of this date"
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Replay date",
+            description="Reload the archived files of this date instead of the input folder (empty: a normal run)",
         ),
         "max_reject_fraction": Param(
             SETTINGS.max_reject_fraction,

@@ -163,11 +163,19 @@ def reject_limit_error(batch_id: str, outcomes: list[FileOutcome], limit: float,
         if read
         else f"no data row read, {whole} of {len(outcomes)} file{'' if len(outcomes) == 1 else 's'} rejected whole"
     )
-    worst = "; ".join(f"{r['reason']} ({r['count']})" for r in top_reasons(outcomes))
     return (
-        f"batch {batch_id}: {figure}, and no file of it loads. Worst reasons: {worst}.{_files_to_look_at(outcomes)} "
+        f"batch {batch_id}: {figure}, and no file of it loads. {_worst_reasons(outcomes)}{_files_to_look_at(outcomes)} "
         f"The rejects are in {rejects_table}.{_changed_since_listed(outcomes)}"
     )
+
+
+def _worst_reasons(outcomes: list[FileOutcome]) -> str:
+    """The most frequent reject reasons, each with its rows, and how many reasons there are in all."""
+    reasons = len(sum((outcome.reasons for outcome in outcomes), Counter()))
+    worst = top_reasons(outcomes)
+    shown = f"the {len(worst)} most frequent of {reasons}" if reasons > len(worst) else f"all {reasons}"
+    listed = "; ".join(f"{r['reason']} ({r['count']} row{'' if r['count'] == 1 else 's'})" for r in worst)
+    return f"Reject reasons, {shown}: {listed}."
 
 
 def _changed_since_listed(outcomes: list[FileOutcome]) -> str:

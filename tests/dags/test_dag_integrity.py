@@ -90,6 +90,12 @@ def test_scheduling_policy(dag):
     assert dag.max_active_runs == 1
     assert set(dag.tags) >= {"order-tracking", "databricks"}
     assert dag.doc_md.strip().startswith("# Order-tracking incremental load")
+    # The DAG list shows the description, the trigger form each param's title: both were empty or raw.
+    assert dag.description == "Order-tracking CSVs from GCS into Delta tables: sense, list, stage, merge, archive"
+    assert {name: param.schema.get("title") for name, param in dag.params.items()} == {
+        "replay_date": "Replay date",
+        "max_reject_fraction": "Reject limit (fraction of rows)",
+    }
     for task in dag.tasks:
         assert task.retries == 3, task.task_id
         assert task.retry_exponential_backoff, task.task_id

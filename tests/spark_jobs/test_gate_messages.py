@@ -19,7 +19,7 @@ def test_a_batch_rejected_whole_without_a_data_row_says_so_rather_than_a_percent
     )
 
     assert error.startswith("batch b1: no data row read, 1 of 1 file rejected whole, and no file of it loads.")
-    assert "%" not in error.split(". Worst reasons")[0]
+    assert "%" not in error.split(". Reject reasons")[0]
 
 
 def test_a_file_replaced_after_listing_fails_with_what_to_do_and_true_figures():
@@ -39,6 +39,17 @@ def test_a_file_replaced_after_listing_fails_with_what_to_do_and_true_figures():
         "reads the same list and fails the same way. To load the version in the input folder, clear list_new_files "
         "with its downstream tasks (Clear, Downstream), which lists the folder again, or leave it for the next run."
     )
+
+
+def test_the_reasons_named_say_how_many_there_are_and_count_rows():
+    """It showed 3 of 7 reasons, each "(1)", with no word that there were more or what the 1 counted."""
+    outcome = _rejected("bad.csv", "over the limit", 7)
+    outcome.reason = None  # loaded, but every row rejected for a reason of its own
+    outcome.reasons.update({f"reason {n}": 1 for n in range(7)})
+
+    error = reject_limit_error("b4", [outcome], 0.1, "rejects")
+
+    assert "Reject reasons, the 3 most frequent of 7: reason 0 (1 row); reason 1 (1 row); reason 2 (1 row)." in error
 
 
 def test_a_batch_without_a_replaced_file_gives_no_listing_advice():
