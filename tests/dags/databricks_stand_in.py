@@ -29,6 +29,7 @@ schema and volume endpoints that ``make deploy`` uses.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import io
 import json
 import secrets
@@ -77,6 +78,18 @@ class _ThreadOutput(io.TextIOBase):
 
     def flush(self) -> None:
         self.through.flush()
+
+
+def _check_package(wheel_task: dict) -> None:
+    """Fail as Databricks does when the wheel task's package is not the installed wheel's, or lacks the entry point."""
+    try:
+        entry_points = {
+            point.name for point in importlib.metadata.distribution(wheel_task["package_name"]).entry_points
+        }
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(f"package {wheel_task['package_name']!r} is not installed on the compute") from None
+    if wheel_task["entry_point"] not in entry_points:
+        raise RuntimeError(f"package {wheel_task['package_name']!r} has no entry point {wheel_task['entry_point']!r}")
 
 
 class JobsApiStandIn:
@@ -198,6 +211,7 @@ class JobsApiStandIn:
         # type and message (a job's own failure exits with its result line as the message).
         error = None
         try:
+            _check_package(payload["tasks"][0]["python_wheel_task"])
             main, argv = entry_point(payload)
             main(argv)
         except SystemExit as exit_:

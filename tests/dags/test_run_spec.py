@@ -320,3 +320,14 @@ def test_the_stand_in_refuses_what_the_jobs_api_refuses_across_fields():
         "submit.tasks[0].new_cluster: data_security_mode DATA_SECURITY_MODE_STANDARD needs kind",
         "submit.tasks[2].libraries: serverless compute takes libraries from its environment only",
     ]
+
+
+def test_the_stand_in_runs_only_the_package_and_entry_point_the_wheel_has():
+    """It ignored package_name: a spec naming another package ran all the same."""
+    from tests.dags.databricks_stand_in import _check_package
+
+    _check_package({"package_name": "order_tracking_spark_jobs", "entry_point": "stage-orders"})
+    with pytest.raises(RuntimeError, match="package 'order_tracking_jobs' is not installed on the compute"):
+        _check_package({"package_name": "order_tracking_jobs", "entry_point": "stage-orders"})
+    with pytest.raises(RuntimeError, match="has no entry point 'stage'"):
+        _check_package({"package_name": "order_tracking_spark_jobs", "entry_point": "stage"})
