@@ -89,7 +89,7 @@ def run_job(name: str, job: Callable[[SparkSession], dict]) -> int:
     try:
         metrics = job(get_spark(name))
     except (OrderLoadError, Refusal) as error:  # any other exception is a fault: its traceback, and a retry
-        LOG.error("%s", error)
+        # Not logged here: the caller's failure carries the line's error, which the task log showed twice.
         retryable = getattr(error, "retryable", False)
         line = JobMetrics(result=Result.FAILED, error=str(error), retryable=retryable).to_json_line()
         print(line, flush=True)

@@ -187,8 +187,8 @@ def test_a_failure_a_retry_cannot_change_fails_the_task_at_once_with_the_jobs_ow
     assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: batch " in (
         out + err
     )
-    assert "1 of 1 rows rejected (100.0%), above the limit of 10.0%" in caplog.text
-    assert "Most rows rejected: gs://order-tracking/input/bad.csv (1 of 1)." in caplog.text
+    assert "1 of 1 rows rejected (100.0%), above the limit of 10.0%" in out + err
+    assert "Most rows rejected: gs://order-tracking/input/bad.csv (1 of 1)." in out + err
     assert gcs.names("input/") == ["input/bad.csv"]
 
 
