@@ -75,9 +75,15 @@ def merge_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]
     }
 
 
-def report_parameters(job: str, batch_id: str, settings: LoadSettings) -> dict[str, Any]:
-    """The batch_report job's named parameters: which job's figures to read back, for which batch."""
-    return {"job": job, "batch-id": batch_id, "audit-table": settings.tables.audit}
+def report_parameters(job: str, batch_id: str, settings: LoadSettings, since: str | None = None) -> dict[str, Any]:
+    """The batch_report job's named parameters: which job's figures to read back, for which batch, and, after
+    a failed run, the run's start (ISO 8601), so that an earlier run's record is not taken for its."""
+    return {
+        "job": job,
+        "batch-id": batch_id,
+        "audit-table": settings.tables.audit,
+        **({"since": since} if since else {}),
+    }
 
 
 def command_line(spec: dict) -> tuple[str, list[str]]:

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 from contextlib import redirect_stdout
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -245,21 +246,8 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         return self._finish(self.run_id, context)
 
     def _report(self, context: Context) -> JobMetrics:
-        """The batch's figures as the job committed them, read from the audit table by a batch_report run.
-
-        A run of its own (same compute and wheel, its own idempotency token), awaited here: it reads one row.
-        """
-        batch_id = self.json["tasks"][0]["python_wheel_task"]["named_parameters"]["batch-id"]
-        spec = build_run_spec("batch_report", report_parameters(self.task_id, batch_id, self.settings), self.settings)
-        dag_run = context["dag_run"]
-        spec["idempotency_token"] = idempotency_token(
-            self.settings.deployment, self.dag_id, dag_run.run_id, f"{self.task_id}.report", dag_run.clear_number or 0,
-            context["ti"].try_number,
-        )  # fmt: skip
-        run_id = self._hook.submit_run(spec)
-        while not (state := RunState(**(run := self._hook.get_run(run_id))["state"])).is_terminal:
-            time.sleep(self.polling_period_seconds)
-        _, metrics = self._output(run, "batch_report")
+        """The batch's figures as the job committed them, read from the audit table by a batch_report run."""
+        run_id, state, metrics = self._read_audit(context)
         if not state.is_successful or metrics is None or not metrics.succeeded:
             raise AirflowException(
                 f"{self.task_id}: its run succeeded but printed no figures, and the audit table could not give them "
@@ -267,6 +255,27 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             )
         self.log.info("the batch's figures come from the audit table (batch_report run %s)", run_id)
         return metrics
+
+    def _read_audit(self, context: Context, since: str | None = None) -> tuple[int, RunState, JobMetrics | None]:
+        """A batch_report run of the batch's audit record (of a job started at ``since`` or later, if given):
+        a run of its own (same compute and wheel, its own idempotency token), awaited here: it reads one row."""
+        batch_id = self.json["tasks"][0]["python_wheel_task"]["named_parameters"]["batch-id"]
+        parameters = report_parameters(self.task_key, batch_id, self.settings, since)
+        spec = build_run_spec("batch_report", parameters, self.settings)
+        dag_run = context["dag_run"]
+        spec["idempotency_token"] = idempotency_token(
+            self.settings.deployment, self.dag_id, dag_run.run_id, f"{self.task_id}.report{'.failed' if since else ''}",
+            dag_run.clear_number or 0, context["ti"].try_number,
+        )  # fmt: skip
+        run_id = self._hook.submit_run(spec)
+        while not (state := RunState(**(run := self._hook.get_run(run_id))["state"])).is_terminal:
+            time.sleep(self.polling_period_seconds)
+        _, metrics = self._output(run, "batch_report")
+        if metrics is None and not state.is_successful:
+            metrics = JobMetrics.from_output(
+                self._hook.get_run_output(task_run(run, "batch_report")["run_id"]).get("error") or ""
+            )
+        return run_id, state, metrics
 
     @property
     def task_key(self) -> str:
@@ -282,20 +291,29 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         try:
             super().execute_complete(context, event)
         except AirflowException as failed:
-            raise self._failure(event["run_id"], str(failed)) from None
+            raise self._failure(event["run_id"], str(failed), context) from None
         return self._finish(event["run_id"], context)
 
-    def _failure(self, run_id: int, provider_error: str) -> AirflowException:
+    def _failure(self, run_id: int, provider_error: str, context: Context) -> AirflowException:
         """A failed run as the task's failure: the job's own error when its output has one, in its logs or in
-        the run's ``error`` (the job's exit carries its result line), not retried when the job says a retry
-        cannot change it; else the provider's account of the run."""
+        the run's ``error`` (the job's exit carries its result line), else in the batch's audit record if
+        this run wrote it; not retried when the job says a retry cannot change it. Else the provider's
+        account of the run."""
         try:
-            output, metrics = self._output(self._hook.get_run(run_id), self.task_key)
+            run = self._hook.get_run(run_id)
+            output, metrics = self._output(run, self.task_key)
         except AirflowException as error:
             self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
             return AirflowException(provider_error)
         if metrics is None and output.get("error"):
             metrics = JobMetrics.from_output(output["error"])
+        if metrics is None and run.get("start_time"):
+            since = datetime.fromtimestamp(int(run["start_time"]) / 1000, UTC).isoformat()
+            self.log.warning("Databricks run %s left no result line: reading the batch's audit record", run_id)
+            report_run, _, recorded = self._read_audit(context, since)
+            if recorded is not None and recorded.error:
+                detail = f"Databricks run {run_id} left no result; batch_report run {report_run}: {recorded.error}"
+                return job_failure(self.task_id, recorded, detail)
         if metrics is not None and metrics.error:
             return job_failure(self.task_id, metrics, f"Databricks run {run_id}: {metrics.error}")
         if output.get("error_trace"):

@@ -62,7 +62,7 @@ TERMINAL_STATES = {
 }
 PENDING = {"life_cycle_state": "PENDING", "state_message": "Waiting for compute"}
 RUNNING = {"life_cycle_state": "RUNNING", "state_message": "In run"}
-_SUCCEEDING = ("SUCCESS", "UNREACHABLE", "GONE", "EMPTY_LOGS")
+_SUCCEEDING = ("SUCCESS", "UNREACHABLE", "GONE", "EMPTY_LOGS", "NO_OUTPUT")
 
 
 class _ThreadOutput(io.TextIOBase):
@@ -191,6 +191,7 @@ class JobsApiStandIn:
                 "unreachable": self.unreachable_gets if outcome in ("UNREACHABLE", "GONE") else 0,
                 "thread": None,
                 "started": None,
+                "submitted_ms": int(time.time() * 1000),
             }
             self.runs[run_id] = run
         if outcome == "RESULT_FAILED":
@@ -226,11 +227,12 @@ class JobsApiStandIn:
         if run["task_key"] in self.versions and logs.strip():
             *printed_before, line = logs.strip().splitlines()
             logs = "\n".join([*printed_before, json.dumps(self.versions[run["task_key"]](json.loads(line)))]) + "\n"
-        # EMPTY_LOGS: runs/get-output's logs come back empty (cut, or lost), whatever the run's end.
-        run["logs"] = "" if run["outcome"] == "EMPTY_LOGS" else logs
+        # EMPTY_LOGS: runs/get-output's logs come back empty (cut, or lost), whatever the run's end; NO_OUTPUT:
+        # its error says nothing of the job's either.
+        run["logs"] = "" if run["outcome"] in ("EMPTY_LOGS", "NO_OUTPUT") else logs
         if error is not None:
             run["end"] = "FAILED"
-            run["error"] = error
+            run["error"] = "Workload failed, see run output for details" if run["outcome"] == "NO_OUTPUT" else error
 
     def _state(self, run: dict) -> dict:
         run["polls"] += 1
@@ -251,6 +253,7 @@ class JobsApiStandIn:
             "run_page_url": f"{self.host}/#job/{1000 + run_id}/run/{run_id}",
             "state": state,
             "run_duration": 1500,
+            "start_time": run["submitted_ms"],
             "tasks": [{"run_id": 100 * run_id, "task_key": run["task_key"], "state": dict(state), "attempt_number": 0}],
         }
 

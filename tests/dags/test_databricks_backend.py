@@ -219,6 +219,30 @@ def _older(line: dict) -> dict:
     return {key: value for key, value in line.items() if key not in ("version", "history_rows_inserted")}
 
 
+def test_a_run_that_left_no_result_at_all_is_final_when_its_audit_record_says_the_batch_was_refused(
+    spark, gcs, databricks, monkeypatch, capfd
+):
+    """Neither the logs nor the run's error hold the result line: the task reads the audit record this run
+    wrote (a reject-limit refusal: final) before it retries. It retried, with fresh runs and backoff."""
+    monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    databricks.script["stage_orders"] = ["NO_OUTPUT"]
+    gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
+
+    outcome = run_dag()
+
+    assert (outcome.tasks["stage_orders"], outcome.tries["stage_orders"]) == ("failed", 1)
+    runs = [(run["task_key"], run["end"]) for run in databricks.runs.values()]
+    assert runs == [("stage_orders", "FAILED"), ("batch_report", "FAILED")]  # the report's refusal is its answer
+    (report,) = databricks.submitted("batch_report")
+    since = report["tasks"][0]["python_wheel_task"]["named_parameters"]["since"]
+    assert since.endswith("+00:00")
+    out, err = capfd.readouterr()
+    assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1 left no " in (
+        out + err
+    )
+    assert "the audit record says 'stage_failed', so stage_orders did not succeed: batch " in out + err
+
+
 def test_a_newer_and_an_older_wheel_run_under_todays_plugin(spark, gcs, databricks, caplog):
     """A rolling upgrade meets both: the plugin reads the fields it knows. A field it did not know failed every
     task whose run succeeded, on every retry."""

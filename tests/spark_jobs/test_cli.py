@@ -94,5 +94,29 @@ def test_the_report_refuses_a_batch_whose_job_did_not_succeed(spark, tables, tmp
     staged = JobMetrics(Result.SUCCEEDED, "b1", status=BatchStatus.STAGED, rows_read=5, rows_staged=4)
     upsert_audit(spark, AuditRecord(staged), tables.audit)
     assert batch_report(spark, "stage_orders", "b1", tables.audit)["rows_read"] == 5
-    with pytest.raises(OrderLoadError, match="says 'staged', so merge_orders did not succeed"):
+    with pytest.raises(OrderLoadError, match="says 'staged', so merge_orders did not succeed") as unfinished:
         batch_report(spark, "merge_orders", "b1", tables.audit)
+    assert unfinished.value.retryable is True  # a merge that did not finish is retried; a stage's refusal is not
+
+
+def test_after_a_failed_run_the_report_takes_only_a_record_that_run_wrote(spark, tables):
+    """A run that left no result line: the record tells a refusal (final) from a run that wrote none (retried)."""
+    from datetime import UTC, datetime, timedelta
+
+    from spark_jobs.batch_report import batch_report
+    from spark_jobs.cli import OrderLoadError
+    from spark_jobs.contracts import BatchStatus, JobMetrics, Result
+    from spark_jobs.load import AuditRecord, upsert_audit
+
+    started = datetime(2026, 12, 7, 10, tzinfo=UTC)
+    failed = JobMetrics(Result.FAILED, "b2", error="too many rejects", status=BatchStatus.STAGE_FAILED)
+    upsert_audit(spark, AuditRecord(failed, stage_started_at=started), tables.audit)
+
+    with pytest.raises(OrderLoadError, match="did not succeed: too many rejects") as refused:
+        batch_report(spark, "stage_orders", "b2", tables.audit, since=started - timedelta(seconds=30))
+    with pytest.raises(OrderLoadError, match="the audit record is not of a stage_orders run started at") as earlier:
+        batch_report(spark, "stage_orders", "b2", tables.audit, since=started + timedelta(minutes=5))
+    with pytest.raises(OrderLoadError, match="has no audit record") as absent:
+        batch_report(spark, "stage_orders", "b3", tables.audit, since=started)
+
+    assert (refused.value.retryable, earlier.value.retryable, absent.value.retryable) == (False, True, True)
