@@ -93,15 +93,13 @@ with DAG(
     list_new_files = tasks.list_new_files(SETTINGS)
     stage_orders = spark_job("stage_orders", stage_parameters(SETTINGS, list_new_files), SETTINGS)
     merge_orders = spark_job(
-        "merge_orders", merge_parameters(SETTINGS, list_new_files), SETTINGS, target=tasks.target_table_asset(SETTINGS)
+        "merge_orders",
+        merge_parameters(SETTINGS, stage_orders.output),
+        SETTINGS,
+        target=tasks.target_table_asset(SETTINGS),
     )
-    archive_loaded_files = tasks.archive_loaded_files(
-        SETTINGS, listing=list_new_files, stage_result=stage_orders.output
-    )
-
-    report_quarantined_files = tasks.report_quarantined_files(
-        SETTINGS, stage_result=stage_orders.output, moved=archive_loaded_files
-    )
+    archive_loaded_files = tasks.archive_loaded_files(SETTINGS, listing=list_new_files, load_result=merge_orders.output)
+    report_quarantined_files = tasks.report_quarantined_files(SETTINGS, moved=archive_loaded_files)
 
     chain(
         wait_for_new_files, list_new_files, stage_orders, merge_orders, archive_loaded_files, report_quarantined_files

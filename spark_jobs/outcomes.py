@@ -186,9 +186,9 @@ def _changed_since_listed(outcomes: list[FileOutcome]) -> str:
         return ""
     return (
         f" {len(changed)} file{' was' if len(changed) == 1 else 's were'} replaced after the run listed "
-        f"{'it' if len(changed) == 1 else 'them'} ({', '.join(changed)}): a retry, or a Clear of this task, reads "
-        "the same list and fails the same way. To load the version in the input folder, clear list_new_files "
-        "with its downstream tasks (Clear, Downstream), which lists the folder again, or leave it for the next run."
+        f"{'it' if len(changed) == 1 else 'them'} ({', '.join(changed)}). A run loads the versions it listed: a "
+        "retry, or a Clear of any of its tasks, reads the same list and fails the same way. To load the version "
+        "in the input folder, where it stays, trigger a new run, or leave it to the next scheduled one."
     )
 
 

@@ -12,28 +12,31 @@ from google.api_core.retry import Retry
 
 from order_tracking_load import storage
 from order_tracking_load.settings import LoadSettings
-from spark_jobs.contracts import CHANGED_SINCE_LISTED, FileStatus, JobMetrics, Manifest
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, FileResult, FileStatus, JobMetrics, Manifest
 
 LOG = logging.getLogger(__name__)
 
 
-def archive_loaded_files(settings: LoadSettings, listing: dict, stage_result: dict, context: Context) -> dict:
+def archive_loaded_files(settings: LoadSettings, listing: dict, load_result: dict, context: Context) -> dict:
     """Move exactly the manifest's objects: loaded ones to their ``archive_uri``, files rejected whole to
-    their ``rejected_uri``.
+    their ``rejected_uri``, by what became of each (``load_result``: the merge's metrics, which carry the
+    stage's per-file results). Returns what moved where, and the files quarantined, for the run's report.
 
     A listed object that is no longer in input was moved by an earlier try of this task, or by another
     run that loaded the same files (its rows are in the target either way); it is reported, not moved.
     """
     listed = {key: value for key, value in listing.items() if key != "manifest_uri"}  # the listing task's own
     manifest = Manifest.from_dict(listed, "the listing")
+    files = JobMetrics.from_dict(load_result).files
+    moved: dict[str, Any] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
+    moved |= {"files": len(files), "quarantined": [f.to_dict() for f in files if f.status == FileStatus.REJECTED]}
     if manifest.replay:
         LOG.info("replay of archived files: nothing to move")
-        return {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
-    outcome_by_uri = {item.uri: item for item in JobMetrics.from_dict(stage_result).files}
+        return moved
+    outcome_by_uri = {item.uri: item for item in files}
     bucket = storage.bucket(settings)
     retry = storage.gcs_retry(settings)
     in_bucket = f"gs://{settings.bucket}/"
-    moved: dict[str, list[str]] = {"archived": [], "rejected": [], "left_in_input": [], "already_gone": []}
     for item in manifest.files:
         outcome = outcome_by_uri.get(item.uri)
         if outcome is None:
@@ -103,23 +106,24 @@ def _move(bucket: Any, name: str, generation: int, destination: str, retry: Retr
     return "moved"
 
 
-def report_quarantined_files(settings: LoadSettings, stage_result: dict, moved: dict) -> dict:
-    """Fail the run at its end when the stage quarantined files, naming each with its reason: the rest of
-    the batch loaded and is archived, and the next run goes on, but a quarantine needs someone to act.
+def report_quarantined_files(settings: LoadSettings, moved: dict) -> dict:
+    """Fail the run at its end when the stage quarantined files (``moved``: what the archive task moved, and
+    the files quarantined), naming each with its reason: the rest of the batch loaded and is archived, and
+    the next run goes on, but a quarantine needs someone to act.
 
     Not retried: a retry finds the same files quarantined. With none quarantined, it returns an empty list of them.
     """
-    files = JobMetrics.from_dict(stage_result).files
-    quarantined = [item for item in files if item.status == FileStatus.REJECTED]
+    quarantined = [FileResult.from_dict(item) for item in moved["quarantined"]]
+    files = moved["files"]
     if not quarantined:
-        LOG.info("no file quarantined: all %d files of the batch loaded", len(files))
+        LOG.info("no file quarantined: all %d files of the batch loaded", files)
         return {"quarantined": []}
     in_bucket = f"gs://{settings.bucket}/"
     left = {f"{in_bucket}{name}" for name in moved.get("left_in_input", ())}
     # Left in input because a new version replaced the one listed: the next run lists and loads that one.
     replaced = [item for item in quarantined if item.uri in left and item.reason.startswith(CHANGED_SINCE_LISTED)]
     to_fix = [item for item in quarantined if item not in replaced]
-    parts = [f"{len(quarantined)} of {len(files)} files quarantined; the other files loaded and are archived."]
+    parts = [f"{len(quarantined)} of {files} files quarantined; the other files loaded and are archived."]
     if to_fix:
         where = (
             f"moved to {', '.join(in_bucket + name for name in moved['rejected'])}"

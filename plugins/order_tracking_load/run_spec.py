@@ -17,6 +17,7 @@ PACKAGE_NAME = "order_tracking_spark_jobs"
 # batch_report reads a batch's figures back from the audit table (when a run's output lost its metrics line).
 ENTRY_POINTS = {"stage_orders": "stage-orders", "merge_orders": "merge-orders", "batch_report": "batch-report"}
 ENVIRONMENT_KEY = "order_tracking_jobs"
+BATCH_ID_KEY = "batch_id"  # the XCom key, besides the metrics, of the batch a Spark task loaded
 
 
 def build_run_spec(job: str, parameters: dict[str, Any], settings: LoadSettings) -> dict:
@@ -64,10 +65,11 @@ def stage_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]
     }
 
 
-def merge_parameters(settings: LoadSettings, listing: XComArg) -> dict[str, Any]:
-    """The merge job's named parameters."""
+def merge_parameters(settings: LoadSettings, staged: XComArg) -> dict[str, Any]:
+    """The merge job's named parameters: the batch the stage task staged (its ``batch_id`` XCom, the data edge
+    from the stage task)."""
     return {
-        "batch-id": listing["batch_id"],
+        "batch-id": staged[BATCH_ID_KEY],
         "staging-table": settings.tables.staging,
         "target-table": settings.tables.target,
         "history-table": settings.tables.history,

@@ -25,7 +25,13 @@ from airflow.providers.databricks.operators.databricks import (
 )
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, conf
 
-from order_tracking_load.run_spec import build_run_spec, command_line, idempotency_token, report_parameters
+from order_tracking_load.run_spec import (
+    BATCH_ID_KEY,
+    build_run_spec,
+    command_line,
+    idempotency_token,
+    report_parameters,
+)
 from order_tracking_load.settings import LoadSettings
 from spark_jobs.contracts import JobMetrics
 
@@ -59,8 +65,10 @@ def announce_target_update(context: Context, target: Asset | None, metrics: JobM
 
 def report_job(operator: Any, context: Context, metrics: JobMetrics, seconds: float | None) -> dict:
     """What both backends do with a succeeded job's metrics: announce a changed target on its Asset,
-    log the load summary as the task's last line, and return the metrics as the task's XCom."""
+    log the load summary as the task's last line, and return the metrics as the task's XCom (the batch id
+    also under its own key, which the next job's parameters take)."""
     announce_target_update(context, operator.target, metrics, operator.log)
+    context["ti"].xcom_push(key=BATCH_ID_KEY, value=metrics.batch_id)
     operator.log.info("%s", summary_line(operator.task_id, metrics, seconds))
     return metrics.to_dict()
 
@@ -296,9 +304,9 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
 
     def _failure(self, run_id: int, provider_error: str, context: Context) -> AirflowException:
         """A failed run as the task's failure: the job's own error when its output has one, in its logs or in
-        the run's ``error`` (the job's exit carries its result line), else in the batch's audit record if
-        this run wrote it; not retried when the job says a retry cannot change it. Else the provider's
-        account of the run."""
+        the run's ``error`` (the job's exit carries its result line), else, when the job's code failed (not
+        a cancelled run or lost compute), in the batch's audit record if this run wrote it; not retried when
+        the job says a retry cannot change it. Else the provider's account of the run."""
         try:
             run = self._hook.get_run(run_id)
             output, metrics = self._output(run, self.task_key)
@@ -307,7 +315,9 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
             return AirflowException(provider_error)
         if metrics is None and output.get("error"):
             metrics = JobMetrics.from_output(output["error"])
-        if metrics is None and run.get("start_time"):
+        state = RunState(**run["state"])
+        job_failed = state.life_cycle_state == "TERMINATED" and state.result_state == "FAILED"  # not cancelled, lost
+        if metrics is None and job_failed and run.get("start_time"):
             since = datetime.fromtimestamp(int(run["start_time"]) / 1000, UTC).isoformat()
             self.log.warning("Databricks run %s left no result line: reading the batch's audit record", run_id)
             report_run, _, recorded = self._read_audit(context, since)

@@ -19,26 +19,26 @@ def list_new_files(settings: LoadSettings) -> XComArg:
     return list_new_files()
 
 
-def archive_loaded_files(settings: LoadSettings, listing: XComArg, stage_result: XComArg) -> XComArg:
-    """The archive task, fed the listing and the stage job's metrics."""
+def archive_loaded_files(settings: LoadSettings, listing: XComArg, load_result: XComArg) -> XComArg:
+    """The archive task, fed the listing and the merge job's metrics (with the stage's per-file results)."""
 
     @task(task_id="archive_loaded_files")
-    def archive_loaded_files(listing: dict, stage_result: dict, **context: Context) -> dict:
+    def archive_loaded_files(listing: dict, load_result: dict, **context: Context) -> dict:
         """Move exactly the manifest's files: loaded ones to archive/, files rejected whole to rejected/."""
-        return archive.archive_loaded_files(settings, listing, stage_result, context)
+        return archive.archive_loaded_files(settings, listing, load_result, context)
 
-    return archive_loaded_files(listing=listing, stage_result=stage_result)
+    return archive_loaded_files(listing=listing, load_result=load_result)
 
 
-def report_quarantined_files(settings: LoadSettings, stage_result: XComArg, moved: XComArg) -> XComArg:
-    """The run's last task, fed the stage job's metrics and what the archive moved."""
+def report_quarantined_files(settings: LoadSettings, moved: XComArg) -> XComArg:
+    """The run's last task, fed what the archive moved and the files quarantined."""
 
     @task(task_id="report_quarantined_files")
-    def report_quarantined_files(stage_result: dict, moved: dict) -> dict:
+    def report_quarantined_files(moved: dict) -> dict:
         """Fail the run, naming the files the stage quarantined (rejected whole, or over the reject limit)."""
-        return archive.report_quarantined_files(settings, stage_result, moved)
+        return archive.report_quarantined_files(settings, moved)
 
-    return report_quarantined_files(stage_result=stage_result, moved=moved)
+    return report_quarantined_files(moved=moved)
 
 
 def target_table_asset(settings: LoadSettings) -> Asset:

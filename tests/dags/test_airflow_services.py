@@ -7,6 +7,7 @@ run on the local backend. A run triggered through the REST API, with the compose
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,64 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
     assert [audit[batch_key(run["dag_run_id"])]["rows_inserted"] for run in runs] == [0, 0]
     assert [audit[batch_key(run["dag_run_id"])]["status"] for run in runs] == ["merged", "merged"]
     assert gcs.names("archive/") == archive_before  # a replay moves nothing
+
+
+def ui_clear_payload(run_id: str, task_id: str) -> dict:
+    """What Airflow 3.3's Clear Task Instance dialog posts for one task of a run, with its default options
+    (Downstream ticked: the task and everything after it)."""
+    return {
+        "dag_run_id": run_id,
+        "dry_run": False,
+        "include_downstream": True,
+        "include_future": False,
+        "include_past": False,
+        "include_upstream": False,
+        "only_failed": False,
+        "task_ids": [task_id],
+        "note": None,
+    }
+
+
+def test_fix_the_file_then_clear_the_stage_says_to_trigger_a_new_run_which_loads_it(spark, gcs, tmp_path):
+    """An operator's first recovery: the stage refused a file; they fix it in input/ and clear the stage in
+    the UI. The cleared try reads the run's own list, so it fails again: it said '0 of 0 rows rejected
+    (100.0%) ... changed since it was listed', and nothing of what to do. Its message now says to trigger a
+    new run, and that run loads the fixed file."""
+    from order_tracking_load.settings import TABLE_NAMES, Tables
+    from tests.spark_jobs.helpers import HEADER
+
+    table_root = tmp_path / "tables"
+    tables = Tables(**{role: str(table_root / name) for role, name in TABLE_NAMES.items()})
+    row = "1,FIX1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00\n"
+    gcs.upload("input/orders.csv", HEADER.replace("status", "state") + row)  # an upstream rename: refused
+
+    require(missing_postgres(), "Airflow's metadata database is")
+    postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
+    services = postgres_services(postgres, tmp_path / "airflow-home", table_root)
+    try:
+        services.start()
+        services.unpause_when_parsed()
+        run_id = services.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
+        first = services.wait_for_run(run_id)
+        gcs.upload("input/orders.csv", HEADER + row)  # the fix, under the same name
+        services.api("POST", f"dags/{DAG_ID}/clearTaskInstances", json=ui_clear_payload(run_id, "stage_orders"))
+        cleared = services.wait_for_run(run_id)
+        cleared_states = services.task_states(run_id)
+        # As the UI shows it: the failure's text is in the record of "Task failed with exception".
+        cleared_log = json.dumps(services.task_log(run_id, "stage_orders", 2), ensure_ascii=False)
+        new_run = services.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
+        loaded = services.wait_for_run(new_run)
+    finally:
+        services.stop()
+        postgres.stop()
+
+    assert (first, cleared, cleared_states["stage_orders"], loaded) == ("failed", "failed", "failed", "success")
+    assert "1 of 1 rows rejected (100.0%)" in cleared_log, cleared_log[-2000:]
+    assert (
+        "1 file was replaced after the run listed it (gs://order-tracking/input/orders.csv). A run loads the "
+        "versions it listed: a retry, or a Clear of any of its tasks, reads the same list and fails the same way. "
+        "To load the version in the input folder, where it stays, trigger a new run"
+    ) in cleared_log, cleared_log[-2000:]
+    assert [r["tracking_num"] for r in read(spark, tables.target).collect()] == ["FIX1"]
+    assert gcs.names("input/") == []
+    assert [name.rsplit("/", 1)[-1] for name in gcs.names("archive/")] == ["orders.csv"]

@@ -207,33 +207,31 @@ def test_the_report_tells_a_file_replaced_after_listing_from_one_to_fix(pipeline
     to "fix each file and upload it again" with the files that do need it."""
     settings = load_settings()
     bucket = f"gs://{settings.bucket}"
-    stage_result = {
-        "result": "succeeded",
-        "files": [
-            {"uri": f"{bucket}/input/good.csv", "status": "loaded", "reason": None, "rows": 4},
-            {
-                "uri": f"{bucket}/input/bad.csv",
-                "status": "rejected",
-                "reason": "missing required columns: status",
-                "rows": 2,
-            },
-            {
-                "uri": f"{bucket}/input/fixed.csv",
-                "status": "rejected",
-                "reason": "changed since it was listed: 200 bytes then, 229 now",
-                "rows": 3,
-            },
-        ],
+    fixed = {
+        "uri": f"{bucket}/input/fixed.csv",
+        "status": "rejected",
+        "reason": "changed since it was listed: 200 bytes then, 229 now",
+        "rows": 3,
     }
     moved = {
         "archived": ["archive/2026-11-26/10/b/good.csv"],
         "rejected": ["rejected/2026-11-26/b/bad.csv"],
         "left_in_input": ["input/fixed.csv"],
         "already_gone": [],
+        "files": 3,
+        "quarantined": [
+            {
+                "uri": f"{bucket}/input/bad.csv",
+                "status": "rejected",
+                "reason": "missing required columns: status",
+                "rows": 2,
+            },
+            fixed,
+        ],
     }
 
     with pytest.raises(AirflowFailException) as failure:
-        archive.report_quarantined_files(settings, stage_result, moved)
+        archive.report_quarantined_files(settings, moved)
 
     assert str(failure.value) == (
         "2 of 3 files quarantined; the other files loaded and are archived. "

@@ -72,11 +72,14 @@ def test_flow_is_sense_list_stage_merge_archive(dag):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     # Archiving also reads the listing and the stage result, and runs only if every upstream succeeded.
     archive = dag.get_task("archive_loaded_files")
-    assert archive.upstream_task_ids == {"list_new_files", "stage_orders", "merge_orders"}
+    # Its data edges: the listing (the manifest) and the merge's result (each file's outcome); the merge's
+    # batch comes from the stage. Each other edge joins neighbours, so the graph reads as the chain.
+    assert archive.upstream_task_ids == {"list_new_files", "merge_orders"}
+    assert dag.get_task("merge_orders").upstream_task_ids == {"stage_orders"}
     assert archive.trigger_rule == "all_success"
     # The report reads the stage result and what the archive moved, and ends the run.
     report = dag.get_task("report_quarantined_files")
-    assert report.upstream_task_ids == {"stage_orders", "archive_loaded_files"}
+    assert report.upstream_task_ids == {"archive_loaded_files"}
     assert (report.trigger_rule, report.downstream_task_ids) == ("all_success", set())
 
 
@@ -143,18 +146,16 @@ def test_default_backend_is_deferrable_databricks_with_the_wheel(dag):
     )
 
 
-def test_the_spark_tasks_take_the_listing_through_visible_data_edges(dag):
+def test_the_spark_tasks_take_their_batch_through_visible_data_edges(dag):
     from airflow.sdk import XComArg
 
     expected = {
-        "stage_orders": {"manifest": "manifest_uri", "batch-id": "batch_id"},
-        "merge_orders": {"batch-id": "batch_id"},
+        "stage_orders": {"manifest": ("list_new_files", "manifest_uri"), "batch-id": ("list_new_files", "batch_id")},
+        "merge_orders": {"batch-id": ("stage_orders", "batch_id")},  # the batch the stage staged
     }
     for job, fields in expected.items():
         parameters = dag.get_task(job).json["tasks"][0]["python_wheel_task"]["named_parameters"]
         edges = {name: value for name, value in parameters.items() if isinstance(value, XComArg)}
-        assert {name: (arg.operator.task_id, arg.key) for name, arg in edges.items()} == {
-            name: ("list_new_files", key) for name, key in fields.items()
-        }
+        assert {name: (arg.operator.task_id, arg.key) for name, arg in edges.items()} == fields
     source = (Path(__file__).resolve().parents[2] / "plugins" / "order_tracking_load" / "run_spec.py").read_text()
     assert "xcom_pull" not in source

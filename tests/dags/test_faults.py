@@ -181,7 +181,10 @@ def test_two_overlapping_runs_load_and_archive_each_file_once(spark, airflow_db,
     settings, listing_a, stage_a, context_a = stalled[0]
     late = archive.archive_loaded_files(settings, listing_a, stage_a, context_a)
 
-    assert late == {"archived": [], "rejected": [], "left_in_input": [], "already_gone": SEED_INPUT}
+    assert late == {
+        **{"archived": [], "rejected": [], "left_in_input": [], "already_gone": SEED_INPUT},
+        **{"files": len(SEED_INPUT), "quarantined": []},
+    }
     batch_a, batch_b = layout.batch_key(run_a.run_id), layout.batch_key(run_b.run_id)
     assert gcs.names("archive/") == [f"archive/2026-11-26/00/{batch_b}/{path.name}" for path in SEED_FILES]
     assert gcs.names("input/") == []

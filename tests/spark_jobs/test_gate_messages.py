@@ -35,9 +35,9 @@ def test_a_file_replaced_after_listing_fails_with_what_to_do_and_true_figures():
         "batch b2: 5 of 5 rows rejected (100.0%), above the limit of 10.0%, and no file of it loads."
     )
     assert error.endswith(
-        " 1 file was replaced after the run listed it (gs://b/input/fixed.csv): a retry, or a Clear of this task, "
-        "reads the same list and fails the same way. To load the version in the input folder, clear list_new_files "
-        "with its downstream tasks (Clear, Downstream), which lists the folder again, or leave it for the next run."
+        " 1 file was replaced after the run listed it (gs://b/input/fixed.csv). A run loads the versions it listed: "
+        "a retry, or a Clear of any of its tasks, reads the same list and fails the same way. To load the version "
+        "in the input folder, where it stays, trigger a new run, or leave it to the next scheduled one."
     )
 
 
@@ -55,5 +55,5 @@ def test_the_reasons_named_say_how_many_there_are_and_count_rows():
 def test_a_batch_without_a_replaced_file_gives_no_listing_advice():
     error = reject_limit_error("b3", [_rejected("bad.csv", "missing required columns: status", 2)], 0.1, "rejects")
 
-    assert "list_new_files" not in error
+    assert "replaced after the run listed" not in error
     assert error.endswith("The rejects are in rejects.")
