@@ -19,7 +19,7 @@ OLDEST_VENV := .venv-$(OLDEST_RUNTIME)
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_JARS := .jars-$(OLDEST_RUNTIME)
 
-.PHONY: venv jars tools test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke fuzz docs clean
+.PHONY: venv jars tools check test test-oldest-runtime deploy lint format wheel demo compose-check bench bench-smoke fuzz docs clean
 
 # docker compose's settings: .env.example plus a Fernet key generated here (never committed; .env is ignored).
 .env: .env.example | venv
@@ -52,6 +52,13 @@ $(FAKE_GCS): docker-compose.yaml
 	@if command -v go >/dev/null; then \
 		GOBIN=$(CURDIR)/.tools/bin go install github.com/fsouza/fake-gcs-server@v$(FAKE_GCS_VERSION) && touch $@; \
 	else echo "no Go here: fake-gcs-server not built; the compose parity test will be skipped"; fi
+
+# The fast lane, while changing code: lint, then every test that needs no JVM and no Airflow run (the
+# markers conftest.py gives by fixture: spark, airflow; e2e and bench by hand).
+check: venv ## the fast lane: lint and the tests that need no JVM and no Airflow run
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -m "not spark and not airflow and not e2e and not bench" $(PYTEST_ARGS)
 
 test: venv jars tools ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
 	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)

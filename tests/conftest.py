@@ -53,6 +53,26 @@ os.environ.update(
     }
 )
 
+# What a test needs, known from the fixtures it uses (directly or through others): a marker per need, so
+# that a subset is one flag. The fast lane (``make check``) runs the tests that need none of them.
+NEEDS = {
+    "spark": "spark: needs the JVM: the shared Spark session with Delta (tables, the jobs, the DAG runs)",
+    "airflow_db": "airflow: runs the DAG or its tasks through Airflow's dag.test() on its metadata DB",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in NEEDS.values():
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, line in NEEDS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(line.split(":", 1)[0])
+
+
 REPO = Path(__file__).resolve().parents[1]
 SEED_DIR = REPO / "tests" / "data" / "seed"
 SEED_FILES = sorted(SEED_DIR.glob("order_tracking_*.csv"))

@@ -73,7 +73,8 @@ def test_reject_limit_fails_after_the_rejects_are_written(spark, tables, tmp_pat
     message = str(failure.value)
     assert "7 of 9 rows rejected (77.8%), above the limit of 10.0%" in message
     assert (
-        "expected 7 fields, found 6 (1); expected 7 fields, found 8 (1); last_update_timestamp is empty (1)" in message
+        "expected 7 fields, found 6 (1 row); expected 7 fields, found 8 (1 row); last_update_timestamp is empty (1 row)"
+        in message
     )
     assert read(spark, tables.rejects).where(F.col("batch_id") == "too-bad").count() == 7
     audit = read(spark, tables.audit).where(F.col("batch_id") == "too-bad").first()

@@ -130,7 +130,7 @@ def test_a_batch_whose_every_file_is_rejected_fails_and_counts_every_row(spark, 
 
     message = str(failure.value)
     assert "batch renamed: 4 of 4 rows rejected (100.0%), above the limit of 10.0%" in message
-    assert "file rejected: missing required columns: status (4)" in message
+    assert "file rejected: missing required columns: status (4 rows)" in message
     audit = read(spark, tables.audit).first()
     assert (audit["status"], audit["rows_read"], audit["rows_rejected"], audit["files_rejected"]) == (
         "stage_failed",
