@@ -105,6 +105,9 @@ def fixed_costs(repeats: int) -> dict[str, Any]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
+            # The databricks backend (the default) has no default wheel: a path as make deploy prints it.
+            "ORDER_TRACKING_WHEEL_URI": "/Volumes/main/order_tracking/artifacts/"
+            "order_tracking_spark_jobs-0.1.0-py3-none-any.whl",
         },
     )
     shutil.rmtree(airflow_home, ignore_errors=True)
