@@ -279,10 +279,6 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         while not (state := RunState(**(run := self._hook.get_run(run_id))["state"])).is_terminal:
             time.sleep(self.polling_period_seconds)
         _, metrics = self._output(run, "batch_report")
-        if metrics is None and not state.is_successful:
-            metrics = JobMetrics.from_output(
-                self._hook.get_run_output(task_run(run, "batch_report")["run_id"]).get("error") or ""
-            )
         return run_id, state, metrics
 
     @property
@@ -291,9 +287,11 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         return self.json["tasks"][0]["task_key"]
 
     def _output(self, run: dict, task_key: str) -> tuple[dict, JobMetrics | None]:
-        """The output of a run's task (its latest attempt), and the metrics line its logs hold, if any."""
+        """The output of a run's task (its latest attempt), and the metrics line it holds, if any: in its logs,
+        else in its ``error`` (a failed job's exit carries the line, for when the logs come back empty)."""
         output = self._hook.get_run_output(task_run(run, task_key)["run_id"])
-        return output, JobMetrics.from_output(output.get("logs") or "")
+        metrics = JobMetrics.from_output(output.get("logs") or "")
+        return output, metrics or JobMetrics.from_output(output.get("error") or "")
 
     def execute_complete(self, context: Context, event: dict) -> dict:
         try:
@@ -303,18 +301,16 @@ class DatabricksSparkJobOperator(DatabricksSubmitRunOperator):
         return self._finish(event["run_id"], context)
 
     def _failure(self, run_id: int, provider_error: str, context: Context) -> AirflowException:
-        """A failed run as the task's failure: the job's own error when its output has one, in its logs or in
-        the run's ``error`` (the job's exit carries its result line), else, when the job's code failed (not
-        a cancelled run or lost compute), in the batch's audit record if this run wrote it; not retried when
-        the job says a retry cannot change it. Else the provider's account of the run."""
+        """A failed run as the task's failure: the job's own error when its output has one (``_output``), else,
+        when the job's code failed (not a cancelled run or lost compute), in the batch's audit record if this
+        run wrote it; not retried when the job says a retry cannot change it. Else the provider's account of
+        the run."""
         try:
             run = self._hook.get_run(run_id)
             output, metrics = self._output(run, self.task_key)
         except AirflowException as error:
             self.log.warning("the output of Databricks run %s cannot be read (%s)", run_id, error)
             return AirflowException(provider_error)
-        if metrics is None and output.get("error"):
-            metrics = JobMetrics.from_output(output["error"])
         state = RunState(**run["state"])
         job_failed = state.life_cycle_state == "TERMINATED" and state.result_state == "FAILED"  # not cancelled, lost
         if metrics is None and job_failed and run.get("start_time"):
