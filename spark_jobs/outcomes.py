@@ -7,11 +7,11 @@ Every data row of every input file is counted here, including the rows of a file
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spark_jobs.contracts import CHANGED_SINCE_LISTED, BatchStatus, FileResult, FileStatus, JobMetrics, Result
 from spark_jobs.extract import InputError, InputFile
+from spark_jobs.transform import REJECT_REASONS, last_record_groups
 
 TOP_REASONS = 3
 TOP_FILES = 3  # the files with most rows rejected that a reject-limit failure names
@@ -52,14 +52,13 @@ class FileOutcome:
         )
 
 
-def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOutcome]:
+def file_outcomes(files: list[InputFile], counts: list[dict]) -> list[FileOutcome]:
     """Fold the per-(file, reasons) counts into one outcome per input file, in input order.
 
     A file is rejected whole when its header is unusable, or when its last record is rejected and spans
     several lines: a quote opened there never closed, and the rest of the file became that one record.
     """
     outcomes = {item.path: FileOutcome(file=item, rows=item.rows or 0) for item in files}
-    last: dict[str, tuple[int, list[str], int | None, bool | None]] = {}
     hashes: dict[str, list[int]] = {}
     for row in counts:
         outcome = outcomes.get(row["_source_file"])
@@ -74,17 +73,17 @@ def file_outcomes(files: list[InputFile], counts: Iterable[dict]) -> list[FileOu
             outcome.reasons.update({reason: row["records"] for reason in reasons})
         if outcome.first_record_id is None or row["first_id"] < outcome.first_record_id:
             outcome.first_record_id = row["first_id"]
-        if row["_source_file"] not in last or row["last_id"] > last[row["_source_file"]][0]:
-            last[row["_source_file"]] = (row["last_id"], reasons, row["last_lines"], row["last_open"])
         xor, total = hashes.setdefault(row["_source_file"], [0, 0])
         hashes[row["_source_file"]] = [xor ^ (row["hash_xor"] & _HASH_MASK), total + row["hash_sum"]]
 
+    last = last_record_groups(counts)
     for path, outcome in outcomes.items():
         header = outcome.file.header
         if path in hashes:
             xor, total = hashes[path]
             outcome.fingerprint = f"{outcome.rows}:{xor:016x}:{total & _HASH_MASK:016x}"
-        _, last_reasons, last_lines, last_open = last.get(path, (0, [], None, None))
+        group = last.get(path, {})
+        last_reasons, last_lines, last_open = group.get(REJECT_REASONS), group.get("last_lines"), group.get("last_open")
         if header.error:
             outcome.reason = header.error
         elif not outcome.rows and header.data_follows:

@@ -35,7 +35,7 @@ from spark_jobs.headers import EMPTY_FILE, FileHeader
 from spark_jobs.progress import phase
 from spark_jobs.schema import SOURCE_FILE
 from spark_jobs.session import spark_conf
-from spark_jobs.transform import parse_orders, record_counts
+from spark_jobs.transform import last_record_groups, parse_orders, record_counts
 
 # The parsed rows live for the job's minute or so on local disk: kept uncompressed (the setting is read
 # when the cache is first filled, so it holds for the whole block).
@@ -94,13 +94,12 @@ def read_batch(spark: SparkSession, inputs: list[dict]) -> Iterator[ReadBatch]:
 
 
 def last_fields(counts: list[dict]) -> dict[str, int]:
-    """The bytes of each file's last record's last field (``record_counts``' groups: the one whose record is last)."""
-    last: dict[str, tuple[int, int]] = {}
-    for row in counts:
-        path = row["_source_file"]
-        if row["last_field_bytes"] is not None and (path not in last or row["last_id"] > last[path][0]):
-            last[path] = (row["last_id"], row["last_field_bytes"])
-    return {path: field for path, (_, field) in last.items()}
+    """The bytes of each file's last record's last field, where that record has one."""
+    return {
+        path: group["last_field_bytes"]
+        for path, group in last_record_groups(counts).items()
+        if group["last_field_bytes"] is not None
+    }
 
 
 def parse_batch(spark: SparkSession, files: list[InputFile]) -> DataFrame:

@@ -265,6 +265,16 @@ def record_counts(parsed: DataFrame) -> DataFrame:
     )
 
 
+def last_record_groups(counts: list[dict]) -> dict[str, dict]:
+    """Per file, the ``record_counts`` group (collected) that holds its last record: the greatest ``last_id``."""
+    last: dict[str, dict] = {}
+    for row in counts:
+        held = last.get(row[SOURCE_FILE])
+        if held is None or row["last_id"] > held["last_id"]:
+            last[row[SOURCE_FILE]] = row
+    return last
+
+
 def with_line_numbers(parsed: DataFrame, sources: list[tuple], with_first_ids: bool) -> DataFrame:
     """The rows of the files in ``sources`` (``row_sources``: path, loaded, and the first record id if
     ``with_first_ids``), each with its line number in its file and whether its file is loaded.
