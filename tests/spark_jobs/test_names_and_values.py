@@ -385,6 +385,8 @@ def test_a_quote_opened_in_the_last_lines_last_column_of_a_file_larger_than_its_
         (b'1,"abc\n', 4, True),
         (b'1,"a""b\r\n', 5, True),  # a doubled quote is one byte of the field
         (b'1\n"""x', 2, True),  # the opening quote, then a doubled one
+        (b'1\r"abc\r', 4, True),  # a bare-CR file: the last record starts after a CR
+        (b'1\r"abc"\r', 3, False),
         (b'1,"', 0, True),
         (b'1,"abc"', 3, False),  # closed
         (b'1,"abc\n"\n', 4, False),  # closed, the field ending in a line break
