@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from spark_jobs.cli import OrderLoadError, RetryableLoadError, parse_job_args, run_job
 from spark_jobs.contracts import ROW_COUNTS, BatchStatus, check_batch_id
-from spark_jobs.load import read_audit
+from spark_jobs.load import AuditRecord, read_audit
 
 # The audit statuses that say a job of the batch succeeded, the one it leaves first: a merged batch was staged.
 SUCCEEDED_STATUSES = {
@@ -41,7 +41,12 @@ def batch_report(spark, job: str, batch_id: str, audit_table: str, since: dateti
     the record being an earlier one's), or the record says the merge did not finish.
     """
     check_batch_id(batch_id)
-    record = read_audit(spark, audit_table, batch_id)
+    return report_of(read_audit(spark, audit_table, batch_id), job, batch_id, audit_table, since)
+
+
+def report_of(record: AuditRecord | None, job: str, batch_id: str, audit_table: str, since: datetime | None) -> dict:
+    """The figures ``job`` committed for the batch, as its audit record (None: there is none) holds them; the
+    errors of ``batch_report``."""
     if record is None:
         raise RetryableLoadError(f"batch {batch_id} has no audit record in {audit_table}")
     started = record.stage_started_at if job == "stage_orders" else record.merge_started_at

@@ -73,9 +73,9 @@ def configure_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_job(name: str, job: Callable[[SparkSession], dict]) -> int:
-    """Run a job in the session named ``name``; print its metrics as the last stdout line and return 0; on
-    failure, exit 1.
+def run_job(name: str, job: Callable[[SparkSession], dict], session: Callable[[str], SparkSession] = get_spark) -> int:
+    """Run a job in the session named ``name`` (``session`` gives it); print its metrics as the last stdout
+    line and return 0; on failure, exit 1.
 
     A failure the job explains prints its error and whether a retry could change it (``retryable``);
     any other exception ends the job with its traceback and no metrics line, which callers retry.
@@ -87,7 +87,7 @@ def run_job(name: str, job: Callable[[SparkSession], dict]) -> int:
     """
     configure_logging()
     try:
-        metrics = job(get_spark(name))
+        metrics = job(session(name))
     except (OrderLoadError, Refusal) as error:  # any other exception is a fault: its traceback, and a retry
         # Not logged here: the caller's failure carries the line's error, which the task log showed twice.
         retryable = getattr(error, "retryable", False)

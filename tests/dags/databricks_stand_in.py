@@ -7,13 +7,15 @@ Databricks does (the same token returns the same run).
 
 A run scripted to succeed really runs, in the background, while the operator polls it: the stand-in
 calls the spec's wheel entry point with its named parameters, as a Databricks python_wheel_task would,
-and serves what it printed as the task's ``logs``. ``runs/get`` reports PENDING, then RUNNING until
+and serves what it printed as the task's ``logs``. With ``jobs``, it calls those entry points instead
+(``tests.dags.stub_jobs``: the real result line without Spark). ``runs/get`` reports PENDING, then RUNNING until
 the job returns, then TERMINATED.
 
 ``script[task_key]`` lists the end states of that task's next runs: ``SUCCESS``, ``FAILED``, ``CANCELED``,
 ``INTERNAL_ERROR``, or
 - ``RESULT_FAILED``: the run ends SUCCESS, but the job prints a failed result;
-- ``UNREACHABLE``: the run goes on, but ``runs/get`` answers 503 to its first ``unreachable_gets`` calls;
+- ``UNREACHABLE``: the run goes on, but ``runs/get`` answers 503 to its first ``unreachable_gets`` calls,
+  and RUNNING to the first call after them (however soon its job returned);
 - ``GONE``: as UNREACHABLE, then the run no longer exists (``runs/get`` answers ``gone_status``: 400
   "Run … does not exist", or 404);
 - ``EMPTY_LOGS``: the run succeeds, but ``runs/get-output`` returns no logs;
@@ -95,7 +97,9 @@ def _check_package(wheel_task: dict) -> None:
 class JobsApiStandIn:
     """The stand-in server; ``script[task_key]`` lists the end states of that task's next runs."""
 
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, tls: bool = False, jobs: dict[str, Callable[[list[str]], int]] | None = None) -> None:
+        # The entry points runs call instead of the wheel's, by name (``tests.dags.stub_jobs``); the rest real.
+        self.jobs = jobs or {}
         self.submissions: list[dict] = []
         self.refused: list[list[str]] = []  # what each refused request body got wrong
         self.runs: dict[int, dict] = {}
@@ -212,9 +216,10 @@ class JobsApiStandIn:
         # type and message (a job's own failure exits with its result line as the message).
         error = None
         try:
-            _check_package(payload["tasks"][0]["python_wheel_task"])
+            wheel_task = payload["tasks"][0]["python_wheel_task"]
+            _check_package(wheel_task)
             main, argv = entry_point(payload)
-            main(argv)
+            self.jobs.get(wheel_task["entry_point"], main)(argv)
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 error = f"SystemExit: {exit_.code}"
@@ -238,6 +243,9 @@ class JobsApiStandIn:
         run["polls"] += 1
         if run["outcome"] == "LONG":
             return TERMINAL_STATES["CANCELED"] if run["id"] in self.cancelled else RUNNING
+        if run["outcome"] == "UNREACHABLE" and not run["unreachable"] and not run.get("seen_after_outage"):
+            run["seen_after_outage"] = True  # the first answer after the outage: the run went on meanwhile
+            return RUNNING
         if run["thread"] is not None:
             if run["started"] is None:
                 return PENDING

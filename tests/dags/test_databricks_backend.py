@@ -1,4 +1,7 @@
-"""The real DAG with the real Databricks operators, talking to a loopback stand-in of the Jobs API."""
+"""The real DAG with the real Databricks operators, talking to a loopback stand-in of the Jobs API.
+
+The operator's protocol is the subject here, so the runs call the stub jobs (``tests.dags.stub_jobs``: the
+real result line, no Spark); one test runs the real jobs through the stand-in, on the seed batch."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from order_tracking_load.run_spec import idempotency_token
 from tests.conftest import SEED_FILES
 from tests.dags.conftest import DAG_ID, run_dag, upload_seed
 from tests.dags.databricks_stand_in import JobsApiStandIn
+from tests.dags.stub_jobs import StubJobs
 from tests.spark_jobs.helpers import HEADER
 
 WHEEL = "/Volumes/main/order_tracking/artifacts/order_tracking_spark_jobs-0.1.0-py3-none-any.whl"
@@ -27,21 +31,57 @@ NEW_CLUSTER = {
 }
 
 
-@pytest.fixture
-def databricks(spark, airflow_db, pipeline_env, monkeypatch):
-    """The stand-in, wired in as ``databricks_default``; tables are catalog names in a fresh schema."""
+def _wired(stand_in: JobsApiStandIn, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Wire the stand-in in as ``databricks_default``, its tables catalog names in a new schema's name."""
     schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
-    spark.sql(f"CREATE SCHEMA {schema}")
-    with JobsApiStandIn() as stand_in:
-        monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
-        monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+    monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
+    monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+    stand_in.schema = schema
+    return schema
+
+
+@pytest.fixture
+def stubs() -> StubJobs:
+    return StubJobs()
+
+
+@pytest.fixture
+def databricks(airflow_db, pipeline_env, monkeypatch, stubs):
+    """The stand-in, its runs calling the stub jobs."""
+    with JobsApiStandIn(jobs=stubs.entry_points) as stand_in:
+        _wired(stand_in, monkeypatch)
         monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", stand_in.connection_json())
-        stand_in.schema = schema
         yield stand_in
 
 
+def _loaded_once(stubs: StubJobs, rows: int = 94) -> None:
+    """One batch merged, of the seed files' rows (a job run twice would have merged two, or failed)."""
+    (merged,) = stubs.merged()
+    assert (merged.rows_read, merged.rows_inserted, len(merged.files)) == (rows, rows, len(SEED_FILES))
+
+
+def test_the_real_jobs_load_the_seed_batch_as_databricks_runs(spark, gcs, airflow_db, pipeline_env, monkeypatch):
+    with JobsApiStandIn() as databricks:
+        schema = _wired(databricks, monkeypatch)
+        spark.sql(f"CREATE SCHEMA {schema}")
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json())
+        upload_seed(gcs)
+
+        outcome = run_dag()
+
+    assert outcome.state == "success", outcome.tasks
+    assert [(run["task_key"], run["end"]) for run in databricks.runs.values()] == [
+        ("stage_orders", "SUCCESS"),
+        ("merge_orders", "SUCCESS"),
+    ]
+    assert spark.table(f"{schema}.orders").count() == 23
+    assert spark.table(f"{schema}.orders_staging").count() == 23
+    assert len(gcs.names("archive/")) == len(SEED_FILES)
+    assert gcs.names("input/") == []
+
+
 @pytest.mark.parametrize(("compute", "cluster_starts"), [("serverless", 0), ("new_cluster", 2)])
-def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypatch, compute, cluster_starts):
+def test_stage_and_merge_run_as_databricks_runs(gcs, databricks, stubs, monkeypatch, compute, cluster_starts):
     monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_COMPUTE", compute)
     monkeypatch.setenv("ORDER_TRACKING_DATABRICKS_NEW_CLUSTER", json.dumps(NEW_CLUSTER))
     upload_seed(gcs)
@@ -82,7 +122,7 @@ def test_stage_and_merge_run_as_databricks_runs(spark, gcs, databricks, monkeypa
     # Every body sent passed the SDK's types (none was refused), and no run outlives its Airflow task.
     assert databricks.refused == []
     assert {payload["timeout_seconds"] for payload in databricks.submissions} == {str(120 * 60)}
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
     assert len(gcs.names("archive/")) == len(SEED_FILES)
     assert gcs.names("input/") == []
 
@@ -110,7 +150,7 @@ def test_a_run_that_fails_on_every_try_fails_the_task_and_archives_nothing(gcs, 
     assert gcs.names("archive/") == gcs.names("rejected/") == []
 
 
-def test_a_retry_after_a_failed_run_submits_a_fresh_run_that_loads(spark, gcs, databricks, monkeypatch):
+def test_a_retry_after_a_failed_run_submits_a_fresh_run_that_loads(gcs, databricks, stubs, monkeypatch):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
     databricks.script["stage_orders"] = ["FAILED", "SUCCESS"]
     upload_seed(gcs)
@@ -122,11 +162,11 @@ def test_a_retry_after_a_failed_run_submits_a_fresh_run_that_loads(spark, gcs, d
     keys = ["stage_orders", "batch_report", "stage_orders", "merge_orders"]  # the report found no record: retried
     assert [run["task_key"] for run in databricks.runs.values()] == keys
     assert len({payload["idempotency_token"] for payload in databricks.submitted("stage_orders")}) == 2
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
     assert len(gcs.names("archive/")) == len(SEED_FILES)
 
 
-def test_a_retry_re_attaches_to_a_run_still_going(spark, gcs, databricks, monkeypatch, capfd):
+def test_a_retry_re_attaches_to_a_run_still_going(gcs, databricks, stubs, monkeypatch, capfd):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "1")
     # The first try loses the Jobs API (503 on every runs/get it makes) while the run goes on.
     databricks.script["merge_orders"] = ["UNREACHABLE"]
@@ -140,7 +180,7 @@ def test_a_retry_re_attaches_to_a_run_still_going(spark, gcs, databricks, monkey
     out, err = capfd.readouterr()
     assert "API requests to Databricks failed 3 times" in out + err  # the first try failed
     assert "re-attaching to Databricks run 2 of an earlier try (RUNNING)" in out + err
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
 
 
 def test_in_a_task_group_the_task_reads_its_runs_output_by_the_specs_task_key(databricks):
@@ -177,10 +217,18 @@ def test_a_run_that_succeeds_with_a_failed_job_result_fails_the_task(gcs, databr
     assert gcs.names("archive/") == []
 
 
+# A refusal as the stage words one (``outcomes.reject_limit_error``, whose words tests/spark_jobs prove).
+REFUSAL = (
+    "1 of 1 rows rejected (100.0%), above the limit of 10.0%, and no file of it loads. "
+    "Most rows rejected: gs://order-tracking/input/bad.csv (1 of 1)."
+)
+
+
 def test_a_failure_a_retry_cannot_change_fails_the_task_at_once_with_the_jobs_own_error(
-    spark, gcs, databricks, monkeypatch, caplog, capfd
+    gcs, databricks, stubs, monkeypatch, capfd
 ):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    stubs.refuse["stage_orders"] = REFUSAL
     gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
 
     outcome = run_dag()
@@ -188,18 +236,18 @@ def test_a_failure_a_retry_cannot_change_fails_the_task_at_once_with_the_jobs_ow
     assert (outcome.tasks["stage_orders"], outcome.tries["stage_orders"]) == ("failed", 1)
     assert [run["end"] for run in databricks.runs.values()] == ["FAILED"]
     out, err = capfd.readouterr()  # where Airflow writes the task's failure
-    assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: batch " in (
+    assert f"stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: {REFUSAL}" in (
         out + err
     )
-    assert "1 of 1 rows rejected (100.0%), above the limit of 10.0%" in out + err
-    assert "Most rows rejected: gs://order-tracking/input/bad.csv (1 of 1)." in out + err
+    assert stubs.ran == ["stage_orders"]
     assert gcs.names("input/") == ["input/bad.csv"]
 
 
-def test_a_final_failure_is_final_though_the_runs_logs_come_back_empty(spark, gcs, databricks, monkeypatch, capfd):
+def test_a_final_failure_is_final_though_the_runs_logs_come_back_empty(gcs, databricks, stubs, monkeypatch, capfd):
     """The job's exit carries its result line, so the run's error says what the empty logs would have: it was
     retried, with fresh runs and backoff, though a retry would fail the same way."""
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    stubs.refuse["stage_orders"] = REFUSAL
     databricks.script["stage_orders"] = ["EMPTY_LOGS"]
     gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
 
@@ -208,7 +256,7 @@ def test_a_final_failure_is_final_though_the_runs_logs_come_back_empty(spark, gc
     assert (outcome.tasks["stage_orders"], outcome.tries["stage_orders"]) == ("failed", 1)
     assert [(run["end"], run["logs"]) for run in databricks.runs.values()] == [("FAILED", "")]
     out, err = capfd.readouterr()
-    assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: batch " in (
+    assert f"stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1: {REFUSAL}" in (
         out + err
     )
 
@@ -224,11 +272,12 @@ def _older(line: dict) -> dict:
 
 
 def test_a_run_that_left_no_result_at_all_is_final_when_its_audit_record_says_the_batch_was_refused(
-    spark, gcs, databricks, monkeypatch, capfd
+    gcs, databricks, stubs, monkeypatch, capfd
 ):
     """Neither the logs nor the run's error hold the result line: the task reads the audit record this run
     wrote (a reject-limit refusal: final) before it retries. It retried, with fresh runs and backoff."""
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
+    stubs.refuse["stage_orders"] = REFUSAL
     databricks.script["stage_orders"] = ["NO_OUTPUT"]
     gcs.upload("input/bad.csv", HEADER + "1,,2023-01-01,,In Transit,x,2023-01-01 10:00:00\n")
 
@@ -244,10 +293,10 @@ def test_a_run_that_left_no_result_at_all_is_final_when_its_audit_record_says_th
     assert "stage_orders failed, and a retry would fail the same way (not retried): Databricks run 1 left no " in (
         out + err
     )
-    assert "the audit record says 'stage_failed', so stage_orders did not succeed: batch " in out + err
+    assert f"the audit record says 'stage_failed', so stage_orders did not succeed: {REFUSAL}" in out + err
 
 
-def test_a_newer_and_an_older_wheel_run_under_todays_plugin(spark, gcs, databricks, caplog):
+def test_a_newer_and_an_older_wheel_run_under_todays_plugin(gcs, databricks, stubs, caplog):
     """A rolling upgrade meets both: the plugin reads the fields it knows. A field it did not know failed every
     task whose run succeeded, on every retry."""
     databricks.versions.update(stage_orders=_newer, merge_orders=_older)
@@ -258,14 +307,14 @@ def test_a_newer_and_an_older_wheel_run_under_todays_plugin(spark, gcs, databric
     assert outcome.state == "success", outcome.tasks
     assert [run["end"] for run in databricks.runs.values()] == ["SUCCESS", "SUCCESS"]
     assert len(gcs.names("archive/")) == len(SEED_FILES)
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
     assert (
         "JobMetrics: ignoring field rows_quarantined, written by another version of the jobs or the plugin "
         "(line version 2; this one reads version 1)"
     ) in caplog.text
 
 
-def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):
+def test_a_rate_limited_submit_is_retried_into_one_run(gcs, databricks, stubs):
     databricks.throttle_submits = 1
     upload_seed(gcs)
 
@@ -275,7 +324,7 @@ def test_a_rate_limited_submit_is_retried_into_one_run(spark, gcs, databricks):
     assert databricks.throttled == 1
     assert len(databricks.submitted("stage_orders")) == 1
     assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "merge_orders"]
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
 
 
 def test_killing_the_task_cancels_its_databricks_run(databricks):
@@ -323,7 +372,7 @@ FAKE_TOKEN = "dapi0f1e2d3c4b5a69788796a5b4c3d2e1f0-FAKE"
 FAKE_KEY_MATERIAL = "FAKE-GCP-PRIVATE-KEY-MATERIAL-7f3a9c"
 
 
-def test_no_credential_reaches_logs_xcom_or_rendered_fields(spark, gcs, databricks, monkeypatch, capfd, caplog):
+def test_no_credential_reaches_logs_xcom_or_rendered_fields(gcs, databricks, monkeypatch, capfd, caplog):
     # The emulator needs ``is_anonymous``, which the Google hook refuses beside ``keyfile_dict``; the fake key
     # rides in the connection's password instead, so it is loaded with the connection on every GCS call.
     private_key = f"-----BEGIN PRIVATE KEY-----\n{FAKE_KEY_MATERIAL}\n-----END PRIVATE KEY-----\n"
@@ -368,7 +417,7 @@ def test_no_credential_reaches_logs_xcom_or_rendered_fields(spark, gcs, databric
 
 
 def test_an_unreadable_run_is_never_submitted_twice_and_only_a_run_that_does_not_exist_is(
-    spark, gcs, databricks, monkeypatch
+    gcs, databricks, stubs, monkeypatch
 ):
     monkeypatch.setenv("ORDER_TRACKING_RETRIES", "2")
     # Stage: runs/get answers 503 for 6 calls while the run goes on. The first try fails after the hook's
@@ -388,20 +437,17 @@ def test_an_unreadable_run_is_never_submitted_twice_and_only_a_run_that_does_not
     assert stage_tokens == {idempotency_token("order-tracking", DAG_ID, outcome.run_id, "stage_orders", 0, 0)}
     assert [status for run_id, status in databricks.get_answers if run_id == 1][:6] == [503] * 6
     assert (2, 400) in databricks.get_answers
-    assert spark.table(f"{databricks.schema}.orders").count() == 23
+    _loaded_once(stubs)
     assert len(gcs.names("archive/")) == len(SEED_FILES)
 
 
 def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
-    spark, gcs, monkeypatch, airflow_db, pipeline_env, tmp_path
+    gcs, monkeypatch, airflow_db, pipeline_env, stubs, tmp_path
 ):
     # docs/OPERATIONS.md's OAuth service principal (client id and secret, "service_principal_oauth": true) over
     # HTTPS, OpenLineage's parent-job injection on, and a stage run whose runs/get-output has no logs.
-    with JobsApiStandIn(tls=True) as databricks:
-        schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
-        spark.sql(f"CREATE SCHEMA {schema}")
-        monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
-        monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+    with JobsApiStandIn(tls=True, jobs=stubs.entry_points) as databricks:
+        schema = _wired(databricks, monkeypatch)
         monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json(service_principal_oauth=True))
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", databricks.ca_file)
         monkeypatch.setenv("AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO", "true")
@@ -431,5 +477,5 @@ def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
         "audit-table": f"{schema}.orders_load_audit",
     }
     assert [run["task_key"] for run in databricks.runs.values()] == ["stage_orders", "batch_report", "merge_orders"]
-    assert spark.table(f"{schema}.orders").count() == 23
+    _loaded_once(stubs)
     assert len(gcs.names("archive/")) == len(SEED_FILES)
