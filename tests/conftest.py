@@ -73,6 +73,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(line.split(":", 1)[0])
 
 
+@pytest.fixture(autouse=True)
+def _no_jvm_unless_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test without the ``spark`` marker starts no JVM (say, a DAG run that reached a local Spark task): the
+    fast lane's promise. A test that does fails, and names the fixture to ask for."""
+    import sys
+
+    before = _jvm_started() if "pyspark" in sys.modules else False
+    yield
+    if request.node.get_closest_marker("spark") is None and not before and _jvm_started():
+        pytest.fail("this test started a JVM: ask for the spark fixture, so that it is marked spark", pytrace=False)
+
+
+def _jvm_started() -> bool:
+    from pyspark import SparkContext
+
+    return SparkContext._jvm is not None
+
+
 REPO = Path(__file__).resolve().parents[1]
 SEED_DIR = REPO / "tests" / "data" / "seed"
 SEED_FILES = sorted(SEED_DIR.glob("order_tracking_*.csv"))

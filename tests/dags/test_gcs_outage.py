@@ -50,7 +50,7 @@ def test_gcs_down_while_sensing_fails_the_run_clearly_after_retries(
 
 
 def test_gcs_down_while_listing_leaves_no_manifest_and_every_file_in_input(
-    spark, airflow_db, gcs, outage_settings, dead_endpoint, monkeypatch, capfd
+    airflow_db, gcs, outage_settings, dead_endpoint, monkeypatch, capfd
 ):
     upload_seed(gcs)
     real_bucket, calls = storage.bucket, []
