@@ -31,6 +31,7 @@ OPENLINEAGE_CONTEXT = json.dumps(
 )
 
 
+@pytest.mark.spark  # the job's process starts its own JVM
 def test_a_failing_job_exits_1_with_a_readable_message(tables):
     code, result, log = run_cli(
         "spark_jobs.merge_orders",
