@@ -124,10 +124,9 @@ bench: venv jars $(BENCH_STAMP) ## merge scaling (with the notebooks and delta-r
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.report
 
+# One run of the benchmark's own run() at tiny sizes, its figures asserted (tests/bench/test_bench_smoke.py).
 bench-smoke: venv jars $(BENCH_STAMP) ## the benchmark at tiny sizes, for correctness only (no timing goals)
 	$(PY) -m pytest tests/bench -m bench $(PYTEST_ARGS)
-	$(PY) -m bench.run --sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k \
-		--small-files 20 --small-files-rows 2k --large-file-rows 2k --repeats 1 --skip-experiments --out .local/bench-smoke.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .local

@@ -149,8 +149,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every measurement, in one session, in a fixed order."""
+def run(args: argparse.Namespace, session: Any = None) -> dict[str, Any]:
+    """Every measurement, in one session (``session``, else one built here and stopped at the end), in a fixed
+    order."""
     from bench import cases
     from spark_jobs.session import build_local_session
 
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     results["fixed_costs"] = fixed_costs(args.repeats)
-    spark = build_local_session("order-tracking-bench", {"spark.sql.warehouse.dir": str(work / "warehouse")})
+    spark = session or build_local_session("order-tracking-bench", {"spark.sql.warehouse.dir": str(work / "warehouse")})
     results["settings"]["shuffle_partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
     results["settings"]["master"] = spark.sparkContext.master
 
@@ -209,7 +210,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "runs": cases.experiments(spark, work, experiment_rows, args.batch_rows, args.repeats, args.rows_per_file),
         }
         done("experiments")
-    spark.stop()
+    if session is None:
+        spark.stop()
     results["duration_s"] = round(time.perf_counter() - started, 1)
     results["goals"] = goals(results)
     return results
@@ -283,8 +285,8 @@ def peer_goals(largest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line."""
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=lambda text: [size(t) for t in text.split(",")], default="1M,4M,16M")
     parser.add_argument("--batch-rows", type=size, default="100k")
@@ -299,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(REPO / ".local" / "bench"), help="scratch tables and files")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "results.json"))
     parser.add_argument("--probe", choices=("session-start", "dag-parse"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = parse_args(argv)
     if args.probe:
         figures = session_start_probe() if args.probe == "session-start" else dag_parse_probe()
         print(json.dumps(figures))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
 
 from bench import cases, report
-from bench.run import goals, size
+from bench.run import parse_args, run, size
 from bench.workload import BatchShape
-from tests.conftest import SEED_FILES
 
 
 def test_sizes_parse_as_the_command_line_writes_them() -> None:
@@ -58,15 +58,26 @@ def test_the_timing_loop_leaves_the_set_up_out_of_the_time() -> None:
     assert runs["a"].seconds[0] < 0.5  # the half second of set-up is not in it
 
 
-@pytest.mark.bench  # about 3 min: make bench-smoke runs it, make test does not
-def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
-    scaling = cases.merge_scaling(
-        spark, tmp_path, rows=20_000, batch_rows=2_000, repeats=1, rows_per_file=5_000, history_events=5, peers=True
-    )
+# The sizes make bench-smoke ran the command line with: one run of the benchmark is its smoke test.
+TINY = shlex.split(
+    "--sizes 20k,40k --batch-rows 2k --original-batch-rows 10k --rows-per-file 5k --small-files 20 "
+    "--small-files-rows 2k --large-file-rows 2k --repeats 1 --skip-experiments"
+)
+
+
+@pytest.mark.bench  # about 6 min: make bench-smoke runs it (once, in CI), make test does not
+def test_the_benchmark_at_tiny_sizes_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> None:
+    work = tmp_path / "work"
+    args = parse_args([*TINY, "--work", str(work), "--out", str(tmp_path / "results.json")])
+    results = run(args, spark)
+    cases.to_json(results, tmp_path / "results.json")
+
+    scaling = results["merge_scaling"][0]
+    assert [case["target_rows"] for case in results["merge_scaling"]] == [20_000, 40_000]
     ours, baseline = scaling["ours_metrics"], scaling["baseline_metrics"]
     assert scaling["merge_job"]["rows_inserted"] == 199
     # The starting history: five events per order, each order's latest the target's row.
-    history = spark.read.format("delta").load(str(tmp_path / "scaling_20000" / "history"))
+    history = spark.read.format("delta").load(str(work / "scaling_20000" / "history"))
     built = history.where("_batch_id = 'bench-target'")
     assert (built.count(), built.select("tracking_num").distinct().count()) == (100_000, 20_000)
     assert scaling["history_rows"] == 100_000
@@ -95,7 +106,7 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
     assert scaling["local_batch"]["files_scanned"] == 1
     assert scaling["local_batch"]["metrics"]["numTargetDeletionVectorsAdded"] == 1
 
-    versus = cases.versus_original(spark, tmp_path, rows=20_000, batch_rows=10_000, repeats=1, rows_per_file=5_000)
+    versus = results["versus_original"]
     assert versus["ours_damage"] == {"rows": 20_998, "keys": 20_998, "duplicate_rows": 0, "keys_gone_back_in_time": 0}
     assert versus["original_damage"] == {
         "rows": 28_498,
@@ -104,66 +115,46 @@ def test_benchmark_measures_the_real_jobs_and_reports_them(spark, tmp_path) -> N
         "keys_gone_back_in_time": 10,
     }
 
-    paths = cases.write_batch(tmp_path, BatchShape(20_000, 10_000))
-    floor = cases.staging_floor(spark, tmp_path, paths, repeats=1)
+    floor = results["staging_floor"]
     assert floor["rows"] == 10_000
-    assert spark.read.parquet(str(tmp_path / "staging_floor" / "floor.parquet")).count() == 10_000
+    assert spark.read.parquet(str(work / "staging_floor" / "floor.parquet")).count() == 10_000
     assert floor["ratio_ours_to_floor"] == round(floor["ours_median_s"] / floor["spark_floor_median_s"], 2)
     # The contract minimum collapses the same rows to the same keys as the stage job (the batch has no rejects).
-    root = tmp_path / "staging_floor"
-    minimum, ours = (spark.read.format("delta").load(str(root / name)) for name in ("minimum", "staging"))
+    root = work / "staging_floor"
+    minimum, staged = (spark.read.format("delta").load(str(root / name)) for name in ("minimum", "staging"))
     assert minimum.select("tracking_num").distinct().count() == minimum.count()
     assert sorted(minimum.select("tracking_num", "last_update_timestamp").collect()) == sorted(
-        ours.select("tracking_num", "last_update_timestamp").collect()
+        staged.select("tracking_num", "last_update_timestamp").collect()
     )
 
-    seed_merge = cases.seed_merge(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
-    # Per run: 23 orders inserted; one commit each to the history, the target and the audit record.
-    assert (seed_merge["rows_inserted"], seed_merge["delta_commits"]) == (23, [3])
-
-    seed = cases.seed_stage(spark, tmp_path, [str(p) for p in SEED_FILES], repeats=1)
+    seed_merge, seed = results["seed_merge"], results["seed_stage"]
+    # Per run (three at least): 23 orders inserted; one commit each to the history, the target and the audit record.
+    assert (seed_merge["rows_inserted"], seed_merge["delta_commits"]) == (23, [3, 3, 3])
     # Per run: the staging commit and the audit record's commit; no rejects, and no rejects table to clear.
-    assert seed["delta_commits"] == [2]
-    assert seed["spark_jobs"][0] >= 2  # the per-file counts and the staging write at least
-    large = cases.large_file(spark, tmp_path, rows=2_000, repeats=1)
+    assert seed["delta_commits"] == [2, 2, 2]
+    assert min(seed["spark_jobs"]) >= 2  # the per-file counts and the staging write at least
+    large = results["large_file"]
     assert large["bytes"] > 2_000 * 760
-    assert spark.read.parquet(str(tmp_path / "large_file" / "floor")).count() == 2_000
+    assert spark.read.parquet(str(work / "large_file" / "floor")).count() == 2_000
+    assert (results["small_files"]["files"], results["small_files"]["rows"]) == (20, 2_000)
+    fixed = results["fixed_costs"]
+    assert fixed["session_start"]["cold_median_s"] > fixed["session_start"]["warm_median_s"] > 0
+    assert fixed["dag_parse"]["provider_imports_median_s"] > 0
 
-    results = {
-        "started_at": "2026-01-01T00:00:00+00:00",
-        "duration_s": 60.0,
-        "machine": {"cpus": 2, "cpu_model": "test", "memory": "1 kB", "python": "3", "pyspark": "4", "java": "17"},
-        "settings": {
-            "repeats": 1,
-            "batch_rows": 2_000,
-            "rows_per_file": 5_000,
-            "master": "local",
-            "shuffle_partitions": 1,
-        },
-        "merge_scaling": [scaling, scaling],
-        "staging_floor": floor,
-        "versus_original": versus,
-        "fixed_costs": {
-            "session_start": {"cold_median_s": 10.0, "warm_median_s": 1.0},
-            "dag_parse": {"provider_imports_median_s": 2.0, "dag_parse_beyond_imports_median_s": 0.1},
-        },
-        "seed_stage": seed,
-        "seed_merge": seed_merge,
-        "large_file": large,
-        "small_files": {"rows": 2_000, "files": 20, "many_median_s": 3.0, "one_median_s": 1.0, "per_file_ms": 105.3},
-    }
-    results["goals"] = goals(results)
-    assert results["goals"]["merge_scaling_ratio"] == {"value": 1.0, "goal": "<= 1.5", "met": True}
+    largest = results["merge_scaling"][-1]
+    assert results["goals"]["merge_scaling_ratio"]["value"] == round(
+        largest["ours_median_s"] / scaling["ours_median_s"], 2
+    )
     assert results["goals"]["speedup_over_original"]["value"] == versus["speedup"]
     assert results["goals"]["seed_stage_s"]["value"] == seed["median_s"]
     assert results["goals"]["seed_merge_s"]["value"] == seed_merge["median_s"]
-    assert results["goals"]["job_to_target_merge_largest"]["value"] == scaling["job_to_target_merge"]
-    assert results["goals"]["notebooks_to_ours_largest"]["value"] == versus_batch["speedup"]
+    assert results["goals"]["job_to_target_merge_largest"]["value"] == largest["job_to_target_merge"]
+    assert results["goals"]["notebooks_to_ours_largest"]["value"] == largest["versus_original"]["speedup"]
     assert results["goals"]["ours_to_delta_rs_largest"]["value"] == round(
-        scaling["ours_median_s"] / scaling["delta_rs"]["median_s"], 2
+        largest["ours_median_s"] / largest["delta_rs"]["median_s"], 2
     )
     assert results["goals"]["large_file_to_floor"]["value"] == large["ratio_ours_to_floor"]
-    json.dumps(results)  # the results file is plain JSON
+    assert json.loads((tmp_path / "results.json").read_text())["goals"] == json.loads(json.dumps(results["goals"]))
     section = report.markdown(results, "merge_scaling.png")
     assert "| ours (stage + merge) |" in section
     assert "| original notebooks |" in section
