@@ -4,7 +4,9 @@ Each stub parses the real job's command line and ends through the real ``spark_j
 prints the result line (a ``JobMetrics``) and exits as the job does; only the work between is simple:
 
 - ``stage-orders`` reads the manifest from the GCS emulator and takes each listed file as loaded, every data
-  line a row (the figures from the real ``stage_metrics``), and records the batch as staged;
+  line a row, unless its object in the input folder is not the generation listed (rejected whole, as replaced
+  since the run listed it); the figures, the reject limit and its error come from the real ``outcomes`` code,
+  and the batch is recorded as staged (or ``stage_failed`` with that error);
 - ``merge-orders`` takes the staged batch as inserted, one target version a merge, and records it merged;
 - ``batch-report`` answers from the recorded batch through the real ``report_of``.
 
@@ -23,11 +25,11 @@ from google.cloud import storage
 
 from spark_jobs import batch_report, merge_orders, stage_orders
 from spark_jobs.cli import OrderLoadError, run_job, utc_now
-from spark_jobs.contracts import BatchStatus, JobMetrics, Manifest, Result
+from spark_jobs.contracts import CHANGED_SINCE_LISTED, BatchStatus, JobMetrics, Manifest, ManifestFile, Result
 from spark_jobs.extract import InputFile
 from spark_jobs.headers import FileHeader
 from spark_jobs.load import AuditRecord
-from spark_jobs.outcomes import FileOutcome, stage_metrics
+from spark_jobs.outcomes import FileOutcome, quarantine, reject_limit_error, stage_metrics
 
 
 def _no_session(name: str) -> None:
@@ -49,7 +51,8 @@ class StubJobs:
 
     def stage(self, argv: list[str]) -> int:
         args = stage_orders.parse_args(argv)
-        return run_job("stage_orders", lambda _: self._stage(args.manifest, args.batch_id), _no_session)
+        job = lambda _: self._stage(args.manifest, args.batch_id, args.max_reject_fraction, args.rejects_table)  # noqa: E731
+        return run_job("stage_orders", job, _no_session)
 
     def merge(self, argv: list[str]) -> int:
         args = merge_orders.parse_args(argv)
@@ -61,22 +64,18 @@ class StubJobs:
         job = lambda _: batch_report.report_of(record, args.job, args.batch_id, args.audit_table, args.since)  # noqa: E731
         return run_job("batch_report", job, _no_session)
 
-    def _stage(self, manifest_uri: str, batch_id: str) -> dict:
+    def _stage(self, manifest_uri: str, batch_id: str, limit: float, rejects_table: str) -> dict:
         self.ran.append("stage_orders")
         started = utc_now()
         bucket_name, name = manifest_uri.removeprefix("gs://").split("/", 1)
         client = storage.Client(project="test", credentials=AnonymousCredentials())
         manifest = Manifest.from_json(client.bucket(bucket_name).blob(name).download_as_text())
-        outcomes = []
-        for item in manifest.files:
-            data = _first_found(client, item.locations)
-            header, *lines = data.decode("utf-8", "replace").splitlines()
-            rows = sum(bool(line.strip()) for line in lines)
-            listed = InputFile(item.uri, item.uri, item.size or len(data), FileHeader(tuple(header.split(","))))
-            outcomes.append(FileOutcome(replace(listed, generation=item.generation), rows=rows))
-        metrics = stage_metrics(batch_id, outcomes, {}, (sum(o.rows for o in outcomes), 0))
-        if "stage_orders" in self.refuse:
-            error = self.refuse.pop("stage_orders")
+        outcomes = [_outcome(client, item) for item in manifest.files]
+        error = self.refuse.pop("stage_orders", None) or reject_limit_error(batch_id, outcomes, limit, rejects_table)
+        outcomes = outcomes if error else quarantine(outcomes, limit)
+        loaded = sum(o.rows for o in outcomes if o.loaded)
+        metrics = stage_metrics(batch_id, outcomes, {}, None if error else (loaded, 0))
+        if error:
             failed = replace(metrics, result=Result.FAILED, status=BatchStatus.STAGE_FAILED, error=error)
             self.audit[batch_id] = AuditRecord(failed, stage_started_at=started, stage_finished_at=utc_now())
             raise OrderLoadError(error)
@@ -105,11 +104,23 @@ class StubJobs:
         return [record.metrics for record in self.audit.values() if record.status == BatchStatus.MERGED]
 
 
-def _first_found(client: storage.Client, locations: tuple[str, ...]) -> bytes:
-    """An object's bytes at the first of its locations that holds it (as the stage reads a re-run's files)."""
-    for uri in locations:
+def _outcome(client: storage.Client, item: ManifestFile) -> FileOutcome:
+    """One listed file: loaded, every data line a row; rejected whole when the input folder holds another
+    generation of it than was listed (at its archive or rejected location, as a re-run reads it, it is the same)."""
+    for uri in item.locations:
         bucket_name, name = uri.removeprefix("gs://").split("/", 1)
-        blob = client.bucket(bucket_name).blob(name)
-        if blob.exists():
-            return blob.download_as_bytes()
-    raise OrderLoadError(f"none of {locations} exists")
+        blob = client.bucket(bucket_name).get_blob(name)
+        if blob is not None:
+            break
+    else:
+        raise OrderLoadError(f"none of {item.locations} exists")
+    generation = blob.generation  # before the download, which takes its headers' (the emulator sends none)
+    header, *lines = blob.download_as_bytes().decode("utf-8", "replace").splitlines()
+    rows = sum(bool(line.strip()) for line in lines)
+    listed = InputFile(
+        item.uri, item.uri, item.size or blob.size, FileHeader(tuple(header.split(","))), item.generation
+    )
+    if uri == item.uri and item.generation is not None and generation != item.generation:
+        reason = f"{CHANGED_SINCE_LISTED}: generation {item.generation} then, {generation} now"
+        return FileOutcome(listed, rows=rows, rows_rejected=rows, reason=reason)
+    return FileOutcome(listed, rows=rows)

@@ -1,8 +1,8 @@
 """Airflow's own services on loopback (PostgreSQL metadata DB): a backfill created through the REST API.
 
-api-server, scheduler (LocalExecutor), dag-processor and triggerer run as real processes; the Spark jobs
-run on the local backend. A run triggered through the REST API, with the compose file's own parts, is
-``test_compose_parity.py``.
+api-server, scheduler (LocalExecutor), dag-processor and triggerer run as real processes; the backfill's
+Spark jobs run on the local backend, the Clear's on the Databricks stand-in with the stub jobs. A run
+triggered through the REST API, with the compose file's own parts, is ``test_compose_parity.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from tests.conftest import SEED_FILES, free_port
 from tests.dags.airflow_services import AirflowServices
 from tests.dags.compose_stack import PostgresServer, compose_file, missing_postgres, require
 from tests.dags.conftest import DAG_ID, GCP_CONNECTION, upload_seed
+from tests.dags.databricks_stand_in import JobsApiStandIn
+from tests.dags.stub_jobs import StubJobs
 from tests.spark_jobs.helpers import read
 
 pytestmark = pytest.mark.e2e
@@ -217,46 +219,61 @@ def ui_clear_payload(run_id: str, task_id: str) -> dict:
     }
 
 
-def test_fix_the_file_then_clear_the_stage_says_to_trigger_a_new_run_which_loads_it(spark, gcs, tmp_path):
+def test_fix_the_file_then_clear_the_stage_says_to_trigger_a_new_run_which_loads_it(gcs, tmp_path):
     """An operator's first recovery: the stage refused a file; they fix it in input/ and clear the stage in
     the UI. The cleared try reads the run's own list, so it fails again: it said '0 of 0 rows rejected
     (100.0%) ... changed since it was listed', and nothing of what to do. Its message now says to trigger a
-    new run, and that run loads the fixed file."""
-    from order_tracking_load.settings import TABLE_NAMES, Tables
+    new run, and that run loads the fixed file.
+
+    Airflow's side is the subject (the Clear dialog's payload, the cleared try reading the run's manifest, a
+    new run listing afresh), so the tasks run the Databricks operators against the stand-in with the stub jobs
+    (the real reject-limit message; its wording and the real stage's check are proven in tests/spark_jobs)."""
     from tests.spark_jobs.helpers import HEADER
 
-    table_root = tmp_path / "tables"
-    tables = Tables(**{role: str(table_root / name) for role, name in TABLE_NAMES.items()})
     row = "1,FIX1,2023-01-01,,In Transit,1 Elm St,2023-01-01 10:00:00\n"
     gcs.upload("input/orders.csv", HEADER.replace("status", "state") + row)  # an upstream rename: refused
+    stubs = StubJobs()
+    stubs.refuse["stage_orders"] = "1 of 1 rows rejected (100.0%): missing required columns: status"
 
     require(missing_postgres(), "Airflow's metadata database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
-    services = postgres_services(postgres, tmp_path / "airflow-home", table_root)
-    try:
-        services.start()
-        services.unpause_when_parsed()
-        run_id = services.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
-        first = services.wait_for_run(run_id)
-        gcs.upload("input/orders.csv", HEADER + row)  # the fix, under the same name
-        services.api("POST", f"dags/{DAG_ID}/clearTaskInstances", json=ui_clear_payload(run_id, "stage_orders"))
-        cleared = services.wait_for_run(run_id)
-        cleared_states = services.task_states(run_id)
-        # As the UI shows it: the failure's text is in the record of "Task failed with exception".
-        cleared_log = json.dumps(services.task_log(run_id, "stage_orders", 2), ensure_ascii=False)
-        new_run = services.api("POST", f"dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
-        loaded = services.wait_for_run(new_run)
-    finally:
-        services.stop()
-        postgres.stop()
+    with JobsApiStandIn(jobs=stubs.entry_points) as databricks:
+        settings = {
+            "ORDER_TRACKING_SPARK_BACKEND": "databricks",
+            "ORDER_TRACKING_TABLE_NAMESPACE": "main.order_tracking_e2e",
+            "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
+            "AIRFLOW_CONN_DATABRICKS_DEFAULT": databricks.connection_json(),
+        }
+        services = postgres_services(postgres, tmp_path / "airflow-home", tmp_path / "tables", settings)
+        try:
+            services.start()
+            services.unpause_when_parsed()
+            post = {"logical_date": None, "conf": {}}
+            run_id = services.api("POST", f"dags/{DAG_ID}/dagRuns", json=post)["dag_run_id"]
+            first = services.wait_for_run(run_id)
+            gcs.upload("input/orders.csv", HEADER + row)  # the fix, under the same name
+            services.api("POST", f"dags/{DAG_ID}/clearTaskInstances", json=ui_clear_payload(run_id, "stage_orders"))
+            cleared = services.wait_for_run(run_id)
+            cleared_states = services.task_states(run_id)
+            # As the UI shows it: the failure's text is in the record of "Task failed with exception".
+            cleared_log = json.dumps(services.task_log(run_id, "stage_orders", 2), ensure_ascii=False)
+            new_run = services.api("POST", f"dags/{DAG_ID}/dagRuns", json=post)["dag_run_id"]
+            loaded = services.wait_for_run(new_run)
+        finally:
+            services.stop()
+            postgres.stop()
 
     assert (first, cleared, cleared_states["stage_orders"], loaded) == ("failed", "failed", "failed", "success")
+    assert stubs.ran == ["stage_orders", "stage_orders", "stage_orders", "merge_orders"]
     assert "1 of 1 rows rejected (100.0%)" in cleared_log, cleared_log[-2000:]
     assert (
         "1 file was replaced after the run listed it (gs://order-tracking/input/orders.csv). A run loads the "
         "versions it listed: a retry, or a Clear of any of its tasks, reads the same list and fails the same way. "
         "To load the version in the input folder, where it stays, trigger a new run"
     ) in cleared_log, cleared_log[-2000:]
-    assert [r["tracking_num"] for r in read(spark, tables.target).collect()] == ["FIX1"]
+    (merged,) = stubs.merged()
+    assert [(f.uri, f.rows, str(f.status)) for f in merged.files] == [
+        ("gs://order-tracking/input/orders.csv", 1, "loaded")
+    ]
     assert gcs.names("input/") == []
     assert [name.rsplit("/", 1)[-1] for name in gcs.names("archive/")] == ["orders.csv"]
