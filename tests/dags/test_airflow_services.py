@@ -1,13 +1,15 @@
 """Airflow's own services on loopback (PostgreSQL metadata DB): a backfill created through the REST API.
 
-api-server, scheduler (LocalExecutor), dag-processor and triggerer run as real processes; the backfill's
-Spark jobs run on the local backend, the Clear's on the Databricks stand-in with the stub jobs. A run
-triggered through the REST API, with the compose file's own parts, is ``test_compose_parity.py``.
+api-server, scheduler (LocalExecutor), dag-processor and triggerer run as real processes; the tasks run
+the Databricks operators against the stand-in: the backfill's runs run the real jobs, the Clear's the stub
+jobs. A run triggered through the REST API, with the compose file's own parts and the local backend, is
+``test_compose_parity.py``.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,6 @@ from tests.dags.compose_stack import PostgresServer, compose_file, missing_postg
 from tests.dags.conftest import DAG_ID, GCP_CONNECTION, upload_seed
 from tests.dags.databricks_stand_in import JobsApiStandIn
 from tests.dags.stub_jobs import StubJobs
-from tests.spark_jobs.helpers import read
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +64,16 @@ def postgres_services(
     return AirflowServices(home, env, port, ("admin", "e2e-admin-password"))
 
 
+def databricks_settings(stand_in: JobsApiStandIn, schema: str) -> dict[str, str]:
+    """The services' settings for the Databricks backend, against the stand-in, its tables in ``schema``."""
+    return {
+        "ORDER_TRACKING_SPARK_BACKEND": "databricks",
+        "ORDER_TRACKING_TABLE_NAMESPACE": schema,
+        "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
+        "AIRFLOW_CONN_DATABRICKS_DEFAULT": stand_in.connection_json(),
+    }
+
+
 def dialog_payload(from_date: str, to_date: str, conf: dict | None, max_active_runs: int) -> dict:
     """What Airflow 3.3's Backfill dialog posts: ``dag_run_conf`` is its Run Parameters only when
     "Override parameters on existing runs" is ticked, else null (apache/airflow#64939)."""
@@ -91,30 +102,39 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
       none of the dialog's parameters, and the run is skipped with its reason as the log's last line.
     - Ticked override, Max Active Runs typed 10: the parameters reach each run's tasks, two runs go at
       once, each replays its own archive hours once, and nothing in the target moves.
+
+    The real jobs run as Databricks runs of the stand-in, in this process's warm Spark session (a task
+    process of the local backend starts a JVM of its own: the compose parity test runs that path).
     """
     from order_tracking_load.layout import batch_key
     from order_tracking_load.settings import TABLE_NAMES, Tables
     from tests.spark_jobs.helpers import load_batch
 
-    table_root = tmp_path / "tables"
-    tables = Tables(**{role: str(table_root / name) for role, name in TABLE_NAMES.items()})
+    schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE SCHEMA {schema}")
+    tables = Tables(**{role: f"{schema}.{name}" for role, name in TABLE_NAMES.items()})
     # The archive as two earlier days' runs left it, and their loads in the tables.
     earlier = {"2026-11-20/10/scheduled_a": SEED_FILES[:3], "2026-11-21/10/scheduled_b": SEED_FILES[3:]}
     for folder, files in earlier.items():
         upload_seed(gcs, files, prefix=f"archive/{folder}/")
         load_batch(spark, tables, files, folder.rsplit("/", 1)[1])
-    target_before = sorted(read(spark, tables.target).collect())
-    history_before = sorted(read(spark, tables.history).collect())
+    target_before = sorted(spark.table(tables.target).collect())
+    history_before = sorted(spark.table(tables.history).collect())
     archive_before = gcs.names("archive/")
     conf = {"max_reject_fraction": 0.5, "replay_date": None}
 
     require(missing_postgres(), "Airflow's backfill database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
+    databricks = JobsApiStandIn().__enter__()
     services = postgres_services(
         postgres,
         tmp_path / "airflow-home",
-        table_root,
-        {"ORDER_TRACKING_SCHEDULE": "@daily", "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5"},
+        tmp_path / "tables",
+        {
+            "ORDER_TRACKING_SCHEDULE": "@daily",
+            "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5",
+            **databricks_settings(databricks, schema),
+        },
     )
 
     def backfill_runs(*dates: str) -> list[dict]:
@@ -155,12 +175,13 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
         stage_specs = [
             services.api("GET", f"dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/stage_orders")[
                 "rendered_fields"
-            ]["run_spec"]
+            ]["json"]
             for run in runs
         ]
     finally:
         services.stop()
         postgres.stop()
+        databricks.__exit__(None, None, None)
 
     assert (refused.status_code, "10 is greater than the maximum of 1" in refused.text) == (400, True), refused.text
     # Unticked: stored as null, and the run gets none of the dialog's parameters (Airflow's; the workaround
@@ -185,9 +206,10 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
     first, second = runs
     assert first["start_date"] < second["end_date"]
     assert second["start_date"] < first["end_date"]
-    assert sorted(read(spark, tables.target).collect()) == target_before
-    assert sorted(read(spark, tables.history).collect()) == history_before
-    audit = {row["batch_id"]: row for row in read(spark, tables.audit).collect()}
+    assert [run["task_key"] for run in databricks.runs.values()] == 2 * ["stage_orders"] + 2 * ["merge_orders"]
+    assert sorted(spark.table(tables.target).collect()) == target_before
+    assert sorted(spark.table(tables.history).collect()) == history_before
+    audit = {row["batch_id"]: row for row in spark.table(tables.audit).collect()}
     replayed = {
         run["logical_date"][:10]: sorted(
             f["uri"].rsplit("/", 1)[1] for f in audit[batch_key(run["dag_run_id"])]["files"]
@@ -238,12 +260,7 @@ def test_fix_the_file_then_clear_the_stage_says_to_trigger_a_new_run_which_loads
     require(missing_postgres(), "Airflow's metadata database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
     with JobsApiStandIn(jobs=stubs.entry_points) as databricks:
-        settings = {
-            "ORDER_TRACKING_SPARK_BACKEND": "databricks",
-            "ORDER_TRACKING_TABLE_NAMESPACE": "main.order_tracking_e2e",
-            "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
-            "AIRFLOW_CONN_DATABRICKS_DEFAULT": databricks.connection_json(),
-        }
+        settings = databricks_settings(databricks, "main.order_tracking_e2e")
         services = postgres_services(postgres, tmp_path / "airflow-home", tmp_path / "tables", settings)
         try:
             services.start()
