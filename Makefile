@@ -61,8 +61,10 @@ check: venv ## the fast lane (about 2 min): lint, and every test that needs no J
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -m "not spark and not e2e and not bench" $(PYTEST_ARGS)
 
+# Two workers (pytest-xdist): the tests that start processes of their own run one at a time on one of them.
+XDIST ?= -n 2 --dist loadgroup
 test: venv jars tools ## the whole suite: Spark jobs, DAG (local, Databricks stand-in, Airflow's services, compose parts), faults
-	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench" $(XDIST) $(PYTEST_ARGS)
 
 # The property tests and the stage-reader fuzzer with new draws each run, about ten times make test's
 # (HISTORIES=… FILES=… to change). A file the fuzzer breaks goes into tests/data/fuzz-corpus/, once fixed.
@@ -74,7 +76,8 @@ fuzz: venv jars ## Hypothesis: new event histories against the contract's model,
 
 # The Spark job tests on the oldest supported runtime's PySpark and Delta (CI runs both this and make test).
 test-oldest-runtime: $(OLDEST_STAMP) $(OLDEST_JARS)/.copied
-	ORDER_TRACKING_SPARK_JARS=$(CURDIR)/$(OLDEST_JARS) $(OLDEST_VENV)/bin/python -m pytest tests/spark_jobs $(PYTEST_ARGS)
+	ORDER_TRACKING_SPARK_JARS=$(CURDIR)/$(OLDEST_JARS) $(OLDEST_VENV)/bin/python -m pytest tests/spark_jobs -m spark \
+		$(XDIST) $(PYTEST_ARGS)
 
 $(OLDEST_STAMP): requirements-$(OLDEST_RUNTIME).txt pyproject.toml
 	@test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)

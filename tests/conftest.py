@@ -61,8 +61,13 @@ NEEDS = {
 }
 
 
+# Tests that start processes of their own (Airflow's services, several JVMs): under pytest-xdist (make test runs
+# two workers) they run one after another on one worker, while the other worker takes the rest.
+PROCESSES = "processes: starts processes of its own (several JVMs); run one at a time beside the other tests"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for line in NEEDS.values():
+    for line in (*NEEDS.values(), PROCESSES):
         config.addinivalue_line("markers", line)
 
 
@@ -71,6 +76,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, line in NEEDS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(line.split(":", 1)[0])
+        if item.get_closest_marker("e2e") or item.get_closest_marker("processes"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,7 @@ def _start(module: str, *args: str, barrier: dict[str, str] | None = None) -> su
     )
 
 
+@pytest.mark.processes
 def test_two_stage_and_two_merge_jobs_of_different_batches_run_at_once(spark, tables, tmp_path):
     """Four command-line jobs, as Databricks or the local backend run them: fresh processes, JSON out.
 

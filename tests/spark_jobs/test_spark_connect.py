@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 from pyspark.sql.conf import RuntimeConfig
@@ -66,6 +67,7 @@ def _classic(spark, root: Path, files: list[Path]) -> dict:
     return {"stage": staged, "merge": merged}
 
 
+@pytest.mark.processes
 def test_connect_and_serverless_refusals_write_what_the_classic_session_writes(spark, tmp_path, monkeypatch):
     files = _batch_files(tmp_path / "in")
 
