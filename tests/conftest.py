@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -84,18 +85,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _no_jvm_unless_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test without the ``spark`` marker starts no JVM (say, a DAG run that reached a local Spark task): the
     fast lane's promise. A test that does fails, and names the fixture to ask for."""
-    import sys
-
-    before = _jvm_started() if "pyspark" in sys.modules else False
+    before = _jvm_started()
     yield
     if request.node.get_closest_marker("spark") is None and not before and _jvm_started():
         pytest.fail("this test started a JVM: ask for the spark fixture, so that it is marked spark", pytrace=False)
 
 
 def _jvm_started() -> bool:
-    from pyspark import SparkContext
-
-    return SparkContext._jvm is not None
+    """True when this process holds a JVM (PySpark's gateway); it imports nothing to find out."""
+    pyspark = sys.modules.get("pyspark")
+    return pyspark is not None and pyspark.SparkContext._jvm is not None
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -161,6 +161,16 @@ class JobsApiStandIn:
             connection["extra"] = extra
         return json.dumps(connection)
 
+    def settings(self, schema: str, connection: str | None = None) -> dict[str, str]:
+        """The pipeline's settings for the Databricks backend against this server (``connection``: another
+        connection JSON than the default token's), its tables named in ``schema``."""
+        return {
+            "ORDER_TRACKING_SPARK_BACKEND": "databricks",
+            "ORDER_TRACKING_TABLE_NAMESPACE": schema,
+            "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
+            "AIRFLOW_CONN_DATABRICKS_DEFAULT": connection or self.connection_json(),
+        }
+
     def submitted(self, task_key: str) -> list[dict]:
         """The payloads submitted for one task key, in order."""
         return [payload for payload in self.submissions if payload["tasks"][0]["task_key"] == task_key]

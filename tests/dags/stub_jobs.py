@@ -10,9 +10,9 @@ prints the result line (a ``JobMetrics``) and exits as the job does; only the wo
 - ``merge-orders`` takes the staged batch as inserted, one target version a merge, and records it merged;
 - ``batch-report`` answers from the recorded batch through the real ``report_of``.
 
-``refuse[job]`` makes that job's next run refuse the batch with the given error (recorded ``stage_failed``,
-as the stage records a refusal, then raised as the job's own ``OrderLoadError``). What the jobs do with the
-data is proven by the real jobs (``tests/spark_jobs``) and by the DAG runs that execute them.
+``refuse["stage_orders"]`` makes the next stage run refuse the batch with the given error (recorded
+``stage_failed``, as the stage records a refusal, then raised as the job's own ``OrderLoadError``). What the
+jobs do with the data is proven by the real jobs (``tests/spark_jobs``) and by the DAG runs that execute them.
 """
 
 from __future__ import annotations
@@ -67,9 +67,8 @@ class StubJobs:
     def _stage(self, manifest_uri: str, batch_id: str, limit: float, rejects_table: str) -> dict:
         self.ran.append("stage_orders")
         started = utc_now()
-        bucket_name, name = manifest_uri.removeprefix("gs://").split("/", 1)
         client = storage.Client(project="test", credentials=AnonymousCredentials())
-        manifest = Manifest.from_json(client.bucket(bucket_name).blob(name).download_as_text())
+        manifest = Manifest.from_json(storage.Blob.from_uri(manifest_uri, client=client).download_as_text())
         outcomes = [_outcome(client, item) for item in manifest.files]
         error = self.refuse.pop("stage_orders", None) or reject_limit_error(batch_id, outcomes, limit, rejects_table)
         outcomes = outcomes if error else quarantine(outcomes, limit)
@@ -108,8 +107,8 @@ def _outcome(client: storage.Client, item: ManifestFile) -> FileOutcome:
     """One listed file: loaded, every data line a row; rejected whole when the input folder holds another
     generation of it than was listed (at its archive or rejected location, as a re-run reads it, it is the same)."""
     for uri in item.locations:
-        bucket_name, name = uri.removeprefix("gs://").split("/", 1)
-        blob = client.bucket(bucket_name).get_blob(name)
+        named = storage.Blob.from_uri(uri, client=client)
+        blob = named.bucket.get_blob(named.name)
         if blob is not None:
             break
     else:

@@ -64,16 +64,6 @@ def postgres_services(
     return AirflowServices(home, env, port, ("admin", "e2e-admin-password"))
 
 
-def databricks_settings(stand_in: JobsApiStandIn, schema: str) -> dict[str, str]:
-    """The services' settings for the Databricks backend, against the stand-in, its tables in ``schema``."""
-    return {
-        "ORDER_TRACKING_SPARK_BACKEND": "databricks",
-        "ORDER_TRACKING_TABLE_NAMESPACE": schema,
-        "ORDER_TRACKING_DATABRICKS_POLL_SECONDS": "1",
-        "AIRFLOW_CONN_DATABRICKS_DEFAULT": stand_in.connection_json(),
-    }
-
-
 def dialog_payload(from_date: str, to_date: str, conf: dict | None, max_active_runs: int) -> dict:
     """What Airflow 3.3's Backfill dialog posts: ``dag_run_conf`` is its Run Parameters only when
     "Override parameters on existing runs" is ticked, else null (apache/airflow#64939)."""
@@ -125,63 +115,63 @@ def test_backfills_from_the_dialog_keep_their_parameters_run_at_once_and_replay_
 
     require(missing_postgres(), "Airflow's backfill database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
-    databricks = JobsApiStandIn().__enter__()
-    services = postgres_services(
-        postgres,
-        tmp_path / "airflow-home",
-        tmp_path / "tables",
-        {
-            "ORDER_TRACKING_SCHEDULE": "@daily",
-            "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5",
-            **databricks_settings(databricks, schema),
-        },
-    )
-
-    def backfill_runs(*dates: str) -> list[dict]:
-        """The backfill runs of these logical dates (the API does not say which backfill made a run)."""
-        runs = services.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
-        return sorted((run for run in runs if run["logical_date"][:10] in dates), key=lambda run: run["logical_date"])
-
-    def finished(*dates: str) -> bool:
-        runs = backfill_runs(*dates)
-        return len(runs) == len(dates) and all(run["state"] in ("success", "failed") for run in runs)
-
-    try:
-        services.start()
-        services.unpause_when_parsed()
-        # The trigger refuses a reject limit outside 0 to 1, with the reason (the form no longer clamps it).
-        refused = services.session.post(
-            f"{services.base}/api/v2/dags/{DAG_ID}/dagRuns",
-            json={"logical_date": None, "conf": {"max_reject_fraction": 10}},
-            timeout=30,
+    with JobsApiStandIn() as databricks:
+        services = postgres_services(
+            postgres,
+            tmp_path / "airflow-home",
+            tmp_path / "tables",
+            {
+                "ORDER_TRACKING_SCHEDULE": "@daily",
+                "ORDER_TRACKING_SENSOR_TIMEOUT_SECONDS": "5",
+                **databricks.settings(schema),
+            },
         )
-        unticked = services.api(
-            "POST", "backfills", json=dialog_payload("2026-11-18T00:00:00Z", "2026-11-18T00:00:00Z", None, 1)
-        )
-        services.wait(lambda: finished("2026-11-18"), "the unticked backfill", 300)
-        [skipped_run] = backfill_runs("2026-11-18")
-        skipped_states = services.task_states(skipped_run["dag_run_id"])
-        skipped_log = services.task_log(skipped_run["dag_run_id"], "wait_for_new_files")
-        # One backfill at a time per DAG: the scheduler marks this one complete after its runs end.
-        completed = lambda: services.api("GET", f"backfills/{unticked['id']}")["completed_at"] is not None  # noqa: E731
-        services.wait(completed, "the unticked backfill's completion", 120)
 
-        ticked = services.api(
-            "POST", "backfills", json=dialog_payload("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", conf, 10)
-        )
-        services.wait(lambda: finished("2026-11-20", "2026-11-21"), "the ticked backfill", 600)
-        runs = backfill_runs("2026-11-20", "2026-11-21")
-        states = {run["dag_run_id"]: services.task_states(run["dag_run_id"]) for run in runs}
-        stage_specs = [
-            services.api("GET", f"dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/stage_orders")[
-                "rendered_fields"
-            ]["json"]
-            for run in runs
-        ]
-    finally:
-        services.stop()
-        postgres.stop()
-        databricks.__exit__(None, None, None)
+        def backfill_runs(*dates: str) -> list[dict]:
+            """The backfill runs of these logical dates (the API does not say which backfill made a run)."""
+            runs = services.api("GET", f"dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+            of_dates = (run for run in runs if run["logical_date"][:10] in dates)
+            return sorted(of_dates, key=lambda run: run["logical_date"])
+
+        def finished(*dates: str) -> bool:
+            runs = backfill_runs(*dates)
+            return len(runs) == len(dates) and all(run["state"] in ("success", "failed") for run in runs)
+
+        try:
+            services.start()
+            services.unpause_when_parsed()
+            # The trigger refuses a reject limit outside 0 to 1, with the reason (the form no longer clamps it).
+            refused = services.session.post(
+                f"{services.base}/api/v2/dags/{DAG_ID}/dagRuns",
+                json={"logical_date": None, "conf": {"max_reject_fraction": 10}},
+                timeout=30,
+            )
+            unticked = services.api(
+                "POST", "backfills", json=dialog_payload("2026-11-18T00:00:00Z", "2026-11-18T00:00:00Z", None, 1)
+            )
+            services.wait(lambda: finished("2026-11-18"), "the unticked backfill", 300)
+            [skipped_run] = backfill_runs("2026-11-18")
+            skipped_states = services.task_states(skipped_run["dag_run_id"])
+            skipped_log = services.task_log(skipped_run["dag_run_id"], "wait_for_new_files")
+            # One backfill at a time per DAG: the scheduler marks this one complete after its runs end.
+            completed = lambda: services.api("GET", f"backfills/{unticked['id']}")["completed_at"] is not None  # noqa: E731
+            services.wait(completed, "the unticked backfill's completion", 120)
+
+            ticked = services.api(
+                "POST", "backfills", json=dialog_payload("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", conf, 10)
+            )
+            services.wait(lambda: finished("2026-11-20", "2026-11-21"), "the ticked backfill", 600)
+            runs = backfill_runs("2026-11-20", "2026-11-21")
+            states = {run["dag_run_id"]: services.task_states(run["dag_run_id"]) for run in runs}
+            stage_specs = [
+                services.api("GET", f"dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/stage_orders")[
+                    "rendered_fields"
+                ]["json"]
+                for run in runs
+            ]
+        finally:
+            services.stop()
+            postgres.stop()
 
     assert (refused.status_code, "10 is greater than the maximum of 1" in refused.text) == (400, True), refused.text
     # Unticked: stored as null, and the run gets none of the dialog's parameters (Airflow's; the workaround
@@ -260,7 +250,7 @@ def test_fix_the_file_then_clear_the_stage_says_to_trigger_a_new_run_which_loads
     require(missing_postgres(), "Airflow's metadata database is")
     postgres = PostgresServer(compose_file()["services"]["postgres"], free_port()).start()
     with JobsApiStandIn(jobs=stubs.entry_points) as databricks:
-        settings = databricks_settings(databricks, "main.order_tracking_e2e")
+        settings = databricks.settings("main.order_tracking_e2e")
         services = postgres_services(postgres, tmp_path / "airflow-home", tmp_path / "tables", settings)
         try:
             services.start()

@@ -31,11 +31,11 @@ NEW_CLUSTER = {
 }
 
 
-def _wired(stand_in: JobsApiStandIn, monkeypatch: pytest.MonkeyPatch) -> str:
+def _wired(stand_in: JobsApiStandIn, monkeypatch: pytest.MonkeyPatch, connection: str | None = None) -> str:
     """Wire the stand-in in as ``databricks_default``, its tables catalog names in a new schema's name."""
     schema = f"spark_catalog.order_tracking_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("ORDER_TRACKING_SPARK_BACKEND", "databricks")
-    monkeypatch.setenv("ORDER_TRACKING_TABLE_NAMESPACE", schema)
+    for name, value in stand_in.settings(schema, connection).items():
+        monkeypatch.setenv(name, value)
     stand_in.schema = schema
     return schema
 
@@ -50,7 +50,6 @@ def databricks(airflow_db, pipeline_env, monkeypatch, stubs):
     """The stand-in, its runs calling the stub jobs."""
     with JobsApiStandIn(jobs=stubs.entry_points) as stand_in:
         _wired(stand_in, monkeypatch)
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", stand_in.connection_json())
         yield stand_in
 
 
@@ -64,7 +63,6 @@ def test_the_real_jobs_load_the_seed_batch_as_databricks_runs(spark, gcs, airflo
     with JobsApiStandIn() as databricks:
         schema = _wired(databricks, monkeypatch)
         spark.sql(f"CREATE SCHEMA {schema}")
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json())
         upload_seed(gcs)
 
         outcome = run_dag()
@@ -447,8 +445,7 @@ def test_a_run_whose_output_lost_its_figures_reports_them_from_the_audit_record(
     # docs/OPERATIONS.md's OAuth service principal (client id and secret, "service_principal_oauth": true) over
     # HTTPS, OpenLineage's parent-job injection on, and a stage run whose runs/get-output has no logs.
     with JobsApiStandIn(tls=True, jobs=stubs.entry_points) as databricks:
-        schema = _wired(databricks, monkeypatch)
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", databricks.connection_json(service_principal_oauth=True))
+        schema = _wired(databricks, monkeypatch, databricks.connection_json(service_principal_oauth=True))
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", databricks.ca_file)
         monkeypatch.setenv("AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO", "true")
         monkeypatch.setenv(
