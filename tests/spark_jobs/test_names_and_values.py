@@ -257,6 +257,21 @@ def test_a_real_replacement_character_is_data_and_invalid_bytes_are_rejected(spa
     assert [r["reason"] for r in read(spark, tables.rejects).collect()] == ["invalid UTF-8 bytes"]
 
 
+def test_unicode_line_separators_inside_values_are_data_not_line_endings(spark, tables, tmp_path):
+    """U+2028, U+2029, NEL (U+0085), form feed and vertical tab end a line for Python's ``splitlines``, never
+    for CSV: each is kept in its value, and the file's rows are its LF-ended records."""
+    keys = ("K\u2028A", "K\x85B")
+    addresses = ("1\u2029Elm\x0cSt", "2\x0bOak\x85Rd")
+    text = HEADER + "".join(_row(key, address=address) for key, address in zip(keys, addresses, strict=True))
+    separators = write_csv(tmp_path, "separators.csv", text.encode("utf-8"))
+
+    metrics = _stage(spark, tables, [separators], "separators")
+
+    assert _files(metrics) == {"separators.csv": ("loaded", 2, 0)}
+    staged = sorted((r["tracking_num"], r["address"]) for r in read(spark, tables.staging).collect())
+    assert staged == sorted(zip(keys, addresses, strict=True))
+
+
 # 6. Mixed line endings
 
 
